@@ -1,0 +1,181 @@
+"""The `finsignal` command: a thin dispatcher to each component's entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="Event-driven trading signals from news, filings and market data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+compress_app = typer.Typer(help="Train and compress scoring models.", no_args_is_help=True)
+app.add_typer(compress_app, name="compress")
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[Optional[str], typer.Option(help="DEBUG, INFO, WARNING...")] = None,
+    log_format: Annotated[Optional[str], typer.Option(help="json or console")] = None,
+) -> None:
+    from finsignal.log import configure_logging
+
+    configure_logging(log_level, log_format)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def run(
+    replay: Annotated[Optional[Path], typer.Option(help="feed this recording instead of live sources")] = None,
+    speed: Annotated[str, typer.Option(help="replay speed: 1x, 10x, max")] = "10x",
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds")] = None,
+    symbols: Annotated[Optional[str], typer.Option(help="comma-separated symbols to show")] = None,
+    quiet: Annotated[bool, typer.Option(help="do not print signals")] = False,
+) -> None:
+    """Run the whole pipeline; Kafka and Redis are embedded unless FINSIGNAL_KAFKA_BOOTSTRAP / _REDIS_URL are set."""
+    from finsignal.run import run as run_pipeline
+    from ingest.recording import RecordingError, parse_speed
+
+    try:
+        factor = parse_speed(speed)
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    if replay is not None and not replay.is_dir():
+        raise _fail(f"{replay}: no such recording directory")
+    run_pipeline(replay, factor, duration, symbols.split(",") if symbols else None, quiet)
+
+
+@app.command()
+def worker() -> None:
+    """Run the scoring worker against FINSIGNAL_KAFKA_BOOTSTRAP and FINSIGNAL_REDIS_URL."""
+    from finsignal.service import run_worker
+
+    run_worker()
+
+
+@app.command()
+def score(
+    model: Annotated[Path, typer.Option(help="checkpoint directory")],
+    input: Annotated[Path, typer.Option("--input", help='JSONL lines {"id", "text"}')],
+    output: Annotated[Path, typer.Option(help='JSONL lines {"id", "label", "probs"}')],
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Score documents offline."""
+    from signals.model import ModelLoadError
+    from signals.offline import InputError, score_file
+
+    if not input.is_file():
+        raise _fail(f"{input}: no such file")
+    try:
+        n = score_file(model, input, output, batch_size)
+    except (ModelLoadError, InputError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"scored {n} documents -> {output}", err=True)
+
+
+@app.command()
+def watch(
+    symbols: Annotated[Optional[str], typer.Option(help="comma-separated symbols; default all")] = None,
+    from_start: Annotated[bool, typer.Option(help="print retained history first")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="exit after this many signals")] = None,
+) -> None:
+    """Tail signals from FINSIGNAL_REDIS_URL."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from consumers.watch import print_signals, tail
+    from signals.settings import RedisSettings
+
+    settings = RedisSettings()
+    if not settings.url:
+        raise _fail("FINSIGNAL_REDIS_URL is not set")
+
+    async def main() -> None:
+        client = Redis.from_url(settings.url, **settings.client_options())
+        try:
+            await tail(client, symbols.split(",") if symbols else None, print_signals(),
+                       from_start=from_start, limit=limit)
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def replay(
+    directory: Annotated[Path, typer.Argument(help="recording directory")],
+    to_kafka: Annotated[bool, typer.Option("--to-kafka", help="produce to FINSIGNAL_KAFKA_BOOTSTRAP")] = False,
+    speed: Annotated[str, typer.Option(help="1x, 10x or max")] = "max",
+    restamp: Annotated[bool, typer.Option(help="set documents' ts_ingest to now")] = False,
+) -> None:
+    """Play a recording back onto Kafka topics."""
+    from ingest.kafka import ensure_topics, make_producer
+    from ingest.recording import RecordingError, parse_speed, read_recording
+    from ingest.recording import replay as replay_recording
+    from ingest.settings import KafkaSettings
+
+    if not to_kafka:
+        raise _fail("say where to replay: --to-kafka")
+    kafka = KafkaSettings()
+    if not kafka.bootstrap:
+        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set")
+    try:
+        factor = parse_speed(speed)
+        topics = sorted({m.topic for m in read_recording(directory)})
+        ensure_topics(kafka, topics)
+        producer = make_producer(kafka)
+        sent = replay_recording(directory, producer, speed=factor, restamp=restamp, progress=True)
+        producer.close()
+    except RecordingError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"replayed {sent} records from {directory}", err=True)
+
+
+@compress_app.command("train")
+def compress_train(
+    data: Annotated[Path, typer.Option(help='training JSONL: {"text", "label"} lines')],
+    out: Annotated[Path, typer.Option(help="output checkpoint directory")],
+    eval: Annotated[Optional[Path], typer.Option("--eval", help="held-out JSONL for the report")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 4,
+    layers: Annotated[int, typer.Option(min=1)] = 2,
+    hidden: Annotated[int, typer.Option(min=16)] = 128,
+    heads: Annotated[int, typer.Option(min=1)] = 4,
+    kv_heads: Annotated[int, typer.Option(min=1)] = 2,
+    vocab: Annotated[int, typer.Option(min=300)] = 4096,
+    max_length: Annotated[int, typer.Option(min=8)] = 128,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0)] = 2e-3,
+    seed: int = 0,
+    name: str = "finsignal-sentiment",
+) -> None:
+    """Train a LLaMA-architecture classifier and its tokenizer from labeled JSONL."""
+    from compressor.data import DataError
+    from compressor.train import TrainConfig, train
+
+    if hidden % heads or heads % kv_heads:
+        raise _fail("--hidden must be a multiple of --heads, and --heads a multiple of --kv-heads")
+    config = TrainConfig(
+        vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads,
+        intermediate_size=int(hidden * 8 / 3 + 31) // 32 * 32, max_length=max_length, epochs=epochs,
+        batch_size=batch_size, learning_rate=lr, seed=seed, name=name,
+    )
+    try:
+        report = train(data, out, eval, config)
+    except DataError as exc:
+        raise _fail(str(exc)) from None
+    if "eval" in report:
+        typer.echo(f"eval accuracy {report['eval']['accuracy']:.4f}  macro-F1 {report['eval']['macro_f1']:.4f}",
+                   err=True)
+    typer.echo(f"model written to {out}", err=True)
+
+
+if __name__ == "__main__":
+    app()

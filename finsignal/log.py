@@ -1,0 +1,36 @@
+"""Logging setup: structlog, JSON in production, readable on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Configure structlog and stdlib logging once, for every component.
+
+    `FINSIGNAL_LOG_FORMAT` = `json` | `console` (default: console on a terminal, else JSON);
+    `FINSIGNAL_LOG_LEVEL` = a level name (default INFO).
+    """
+    level = (level or os.environ.get("FINSIGNAL_LOG_LEVEL") or "INFO").upper()
+    fmt = fmt or os.environ.get("FINSIGNAL_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # kafka-python is chatty at INFO about every reconnect and rebalance step.
+    logging.getLogger("kafka").setLevel(logging.WARNING)

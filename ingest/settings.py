@@ -1,0 +1,117 @@
+"""Settings shared by every component: the base class, Kafka connection and topic names.
+
+Each component has one settings model. Values come, highest priority first, from
+keyword arguments, `FINSIGNAL_<SECTION>_<FIELD>` environment variables, the section
+`[<section>]` of the TOML file named by `FINSIGNAL_CONFIG`, and the defaults here,
+which run out of the box.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "FINSIGNAL_CONFIG"
+
+
+class ComponentSettings(BaseSettings):
+    """Base for one component's settings: frozen, unknown keys rejected, env + TOML file."""
+
+    section: ClassVar[str] = ""
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.section:
+            cls.model_config = SettingsConfigDict(
+                extra="forbid", frozen=True, env_prefix=f"FINSIGNAL_{cls.section.upper()}_"
+            )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV}={path!r} is not a file")
+            sources.append(
+                TomlConfigSettingsSource(settings_cls, toml_file=Path(path), toml_table_header=(cls.section,))
+            )
+        return tuple(sources)
+
+
+class KafkaSettings(ComponentSettings):
+    """Connection to the Kafka cluster (`FINSIGNAL_KAFKA_*`)."""
+
+    section: ClassVar[str] = "kafka"
+
+    bootstrap: str | None = Field(
+        None, description="host:port list; unset means `finsignal run` starts an embedded broker"
+    )
+    client_id: str = "finsignal"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    partitions: int = Field(3, ge=1, description="partitions for topics this app creates")
+    replication_factor: int = Field(1, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+
+    def client_options(self) -> dict[str, Any]:
+        """Options common to producer, consumer and admin clients."""
+        if not self.bootstrap:
+            raise ValueError("FINSIGNAL_KAFKA_BOOTSTRAP is not set (or use `finsignal run` for an embedded broker)")
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.ssl_cafile:
+            opts["ssl_cafile"] = self.ssl_cafile
+        return opts
+
+
+class TopicSettings(ComponentSettings):
+    """Kafka topic names (`FINSIGNAL_TOPICS_*`)."""
+
+    section: ClassVar[str] = "topics"
+
+    news: str = "news"
+    filings: str = "filings"
+    kline: str = "market.bybit.kline"
+    trade: str = "market.bybit.trade"
+    orderbook: str = "market.bybit.orderbook"
+    ticker: str = "market.bybit.ticker"
+    signals: str = "signals"
+    deadletter: str = "deadletter"
+
+    def all(self) -> list[str]:
+        """Every topic the pipeline uses, in a stable order."""
+        return list(self.model_dump().values())
+
+    def market(self) -> dict[str, str]:
+        """Market event type -> topic."""
+        return {"kline": self.kline, "trade": self.trade, "orderbook": self.orderbook, "ticker": self.ticker}

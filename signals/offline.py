@@ -1,0 +1,55 @@
+"""`finsignal score`: score a JSONL file of `{"id", "text"}` lines without Kafka or Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from signals.contracts import LABELS
+from signals.model import SentimentModel, to_class_probs
+
+
+class InputError(ValueError):
+    """An input line that cannot be scored; the message names the line."""
+
+
+def read_inputs(path: Path) -> list[tuple[str, str]]:
+    """(id, text) pairs from a JSONL file; every line must have a string id and a non-empty text."""
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise InputError(f"{path}:{lineno}: needs a non-empty string field 'text'")
+            if "id" not in row or not isinstance(row["id"], (str, int)):
+                raise InputError(f"{path}:{lineno}: needs an 'id' (string or integer)")
+            rows.append((str(row["id"]), row["text"]))
+    return rows
+
+
+def score_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32,
+               progress: bool = True) -> int:
+    """Write one `{"id", "label", "probs"}` line per input line, in input order; return the count."""
+    from tqdm.auto import tqdm
+
+    rows = read_inputs(input_path)
+    model = SentimentModel.load(model_dir)
+    ids = model.encode([text for _, text in rows])
+    order = sorted(range(len(rows)), key=lambda i: len(ids[i]))  # similar lengths pad least
+    results: list[dict | None] = [None] * len(rows)
+    for start in tqdm(range(0, len(order), batch_size), desc="score", unit="batch", disable=not progress):
+        chunk = order[start : start + batch_size]
+        for i, row in zip(chunk, model.score_ids([ids[i] for i in chunk])):
+            probs = to_class_probs(row)
+            results[i] = {"id": rows[i][0], "label": probs.label,
+                          "probs": {label: round(getattr(probs, label), 6) for label in LABELS}}
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with output_path.open("w", encoding="utf-8") as out:
+        for item in results:
+            out.write(json.dumps(item) + "\n")
+    return len(results)
