@@ -126,8 +126,11 @@ def read_recording(directory: str | Path, topics: list[str] | None = None) -> It
         files = [f for f in files if f.stem in topics]
     if not files:
         raise RecordingError(f"{directory}: no <topic>.jsonl files")
-    streams = [_read_topic(f, f.stem) for f in files]
-    yield from heapq.merge(*streams, key=lambda m: (m.ts, m.topic, m.line))
+    # Each file is in read order, which across partitions is not time order: sort per topic
+    # (in memory), then merge the topics.
+    order = lambda m: (m.ts, m.topic, m.line)  # noqa: E731
+    streams = [sorted(_read_topic(f, f.stem), key=order) for f in files]
+    yield from heapq.merge(*streams, key=order)
 
 
 def restamp_ingest(value: bytes, ts_ingest: int) -> bytes:
