@@ -17,11 +17,21 @@ SYMBOLS_KEY = "finsignal:symbols"
 
 # One round trip per signal that is atomic on the server: a signal id already
 # published (a re-score after a crash) adds nothing, so readers never see a
-# duplicate even though Kafka redelivers.
+# duplicate even though Kafka redelivers. The latest-value hash keeps the newest
+# signal by ts_event (compared as digit strings: nanoseconds overflow Lua's doubles),
+# so a late re-score of an old document does not replace a newer view.
 _PUBLISH_LUA = """
+local function not_newer(stored, ts)
+  local cur = stored and string.match(stored, '"ts_event":(%d+)')
+  if not cur then return true end
+  if #cur ~= #ts then return #cur < #ts end
+  return cur <= ts
+end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
   local entry = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'signal', ARGV[2])
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[2])
+  if not_newer(redis.call('HGET', KEYS[3], ARGV[5]), ARGV[7]) then
+    redis.call('HSET', KEYS[3], ARGV[5], ARGV[2])
+  end
   redis.call('SADD', KEYS[4], ARGV[5])
   redis.call('PUBLISH', ARGV[6], ARGV[2])
   return entry
@@ -57,7 +67,8 @@ class RedisSignalSink:
         for sig in signals:
             self._script(
                 keys=[stream_key(sig.symbol), f"{SEEN_PREFIX}{sig.id}", LATEST_KEY, SYMBOLS_KEY],
-                args=[sig.id, sig.model_dump_json(), self._ttl, self._maxlen, sig.symbol, channel(sig.symbol)],
+                args=[sig.id, sig.model_dump_json(), self._ttl, self._maxlen, sig.symbol, channel(sig.symbol),
+                      str(sig.ts_event)],
                 client=pipe,
             )
         results = pipe.execute(raise_on_error=True)
