@@ -1,0 +1,1 @@
+"""Bybit v5 public market data: REST kline backfill and the public WebSocket, normalized to MarketEvents."""

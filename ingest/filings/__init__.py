@@ -1,0 +1,1 @@
+"""SEC EDGAR current filings: the getcurrent Atom feed, filing indexes and primary documents."""

@@ -1,0 +1,207 @@
+"""The asyncio side of Kafka: a bounded queue in front of a producer that lives in its own thread.
+
+kafka-python's `send()` blocks the calling thread while its buffer is full (up to
+`max_block_ms`), and its constructor blocks on bootstrap. Neither may run on the
+event loop, which also reads the WebSocket and answers pings. So every send goes
+through a bounded `asyncio.Queue`; one drain task hands batches to a single
+dedicated thread that owns the producer. When the broker is slow the thread
+blocks in `send()`, the queue fills, `publish()` waits, and the source is read more
+slowly: memory stays bounded by `queue_size` records plus the producer's
+`buffer_memory` bytes, and per-key order is kept because there is one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ingest.kafka import DeadLetter, send_dead_letter
+from ingest.metrics import DEAD_LETTERS, DELIVERY_FAILURES, MESSAGES, QUEUE_DEPTH
+from ingest.settings import TopicSettings
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+
+log = structlog.get_logger(__name__)
+
+Send = Callable[["KafkaProducer"], Any]  # runs in the producer thread, returns kafka-python's send future
+
+
+@dataclass(slots=True)
+class _Job:
+    send: Send
+    kind: str
+    ack: asyncio.Future | None
+
+
+class SinkClosed(RuntimeError):
+    """`publish` after `close`."""
+
+
+class KafkaSink:
+    """Publish to Kafka from asyncio without ever blocking the loop; backpressure instead of memory growth."""
+
+    def __init__(self, producer_factory: Callable[[], KafkaProducer], topics: TopicSettings, *, source: str,
+                 queue_size: int = 10_000, batch_size: int = 1_000) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be >= 1")
+        self.topics = topics
+        self.source = source
+        self._factory = producer_factory
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{source}")
+        self._producer: KafkaProducer | None = None
+        self._drain: asyncio.Task | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sent = 0  # records handed to the producer (dead letters included)
+
+    async def start(self) -> KafkaSink:
+        """Create the producer in its thread (it blocks on bootstrap) and start draining."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(self._queue_size)
+        self._producer = await self._loop.run_in_executor(self._thread, self._factory)
+        self._drain = asyncio.create_task(self._drain_forever(), name=f"kafka-sink-{self.source}")
+        return self
+
+    async def __aenter__(self) -> KafkaSink:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not yet handed to the producer."""
+        return self._queue.qsize() if self._queue else 0
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes, *, kind: str = "message",
+                      headers: list[tuple[str, bytes]] | None = None, ack: bool = False) -> asyncio.Future | None:
+        """Queue one record, waiting while the queue is full.
+
+        With `ack=True` returns a future resolved when Kafka acknowledged the record (or failed
+        with the error): use it where something is recorded as done only once it is durable.
+        """
+        def send(producer: KafkaProducer) -> Any:
+            return producer.send(topic, key=key, value=value, headers=headers)
+
+        return await self._put(send, kind, ack)
+
+    async def dead_letter(self, letter: DeadLetter, raw: bytes | None, key: bytes | None = None) -> None:
+        """Send a refused payload, untouched, to the dead-letter topic with the reason in its headers."""
+        DEAD_LETTERS.labels(self.source, letter.stage).inc()
+        topics = self.topics
+
+        def send(producer: KafkaProducer) -> Any:
+            return send_dead_letter(producer, topics, letter, raw, key)
+
+        await self._put(send, "deadletter", ack=False)
+
+    async def _put(self, send: Send, kind: str, ack: bool) -> asyncio.Future | None:
+        if self._closed or self._queue is None or self._loop is None:
+            raise SinkClosed(f"kafka sink {self.source!r} is not running")
+        future = self._loop.create_future() if ack else None
+        await self._queue.put(_Job(send, kind, future))
+        return future
+
+    async def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued record was handed to the producer and acknowledged."""
+        if self._queue is None or self._loop is None or self._producer is None:
+            return
+        await asyncio.wait_for(self._queue.join(), timeout_s)
+        await self._loop.run_in_executor(self._thread, self._producer.flush, timeout_s)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Deliver what is queued, then stop the producer and its thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._drain is not None and not self._drain.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._queue.join(), timeout_s)  # type: ignore[union-attr]
+        finally:
+            if self._drain is not None:
+                self._drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._drain
+            if self._producer is not None and self._loop is not None:
+                await self._loop.run_in_executor(self._thread, self._producer.close, timeout_s)
+            self._thread.shutdown(wait=True)
+            QUEUE_DEPTH.labels(self.source).set(0)
+
+    async def _drain_forever(self) -> None:
+        assert self._queue is not None and self._loop is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self._batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            QUEUE_DEPTH.labels(self.source).set(queue.qsize())
+            try:
+                await self._loop.run_in_executor(self._thread, self._send_batch, batch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    def _send_batch(self, batch: list[_Job]) -> None:
+        """In the producer thread: hand each record to kafka-python, blocking here (not on the loop) if full."""
+        from kafka.errors import KafkaTimeoutError
+
+        assert self._producer is not None
+        counts: dict[str, int] = {}
+        for job in batch:
+            while True:
+                try:
+                    future = job.send(self._producer)
+                    break
+                except KafkaTimeoutError as exc:
+                    # Buffer still full after max_block_ms: the broker is slow or away. Keep the record and
+                    # keep blocking; the bounded queue upstream is what slows the source meanwhile.
+                    log.warning("kafka.send_blocked", source=self.source, error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - e.g. record too large: report it, keep the sink alive
+                    DELIVERY_FAILURES.labels(self.source).inc()
+                    log.error("kafka.send_failed", source=self.source, kind=job.kind, error=repr(exc))
+                    self._resolve(job.ack, exc)
+                    future = None
+                    break
+            if future is None:
+                continue
+            counts[job.kind] = counts.get(job.kind, 0) + 1
+            future.add_errback(self._on_error, job)
+            if job.ack is not None:
+                future.add_callback(self._on_ack, job.ack)
+        self.sent += sum(counts.values())
+        for kind, n in counts.items():
+            if kind != "deadletter":
+                MESSAGES.labels(self.source, kind).inc(n)
+
+    def _on_ack(self, metadata: Any, ack: asyncio.Future) -> None:
+        self._resolve(ack, None, metadata)
+
+    def _on_error(self, exc: BaseException, job: _Job) -> None:
+        DELIVERY_FAILURES.labels(self.source).inc()
+        log.error("kafka.delivery_failed", source=self.source, kind=job.kind, error=repr(exc))
+        self._resolve(job.ack, exc)
+
+    def _resolve(self, ack: asyncio.Future | None, exc: BaseException | None, result: Any = None) -> None:
+        if ack is None or self._loop is None:
+            return
+
+        def settle() -> None:
+            if ack.done():
+                return
+            if exc is None:
+                ack.set_result(result)
+            else:
+                ack.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(settle)
