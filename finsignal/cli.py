@@ -11,6 +11,9 @@ app = typer.Typer(help="Event-driven trading signals from news, filings and mark
                   pretty_exceptions_enable=False)
 compress_app = typer.Typer(help="Train and compress scoring models.", no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
+ingest_app = typer.Typer(help="Run one ingestor as a long-running service (until Ctrl-C / SIGTERM).",
+                         no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
 
 
 @app.callback()
@@ -175,6 +178,64 @@ def compress_train(
         typer.echo(f"eval accuracy {report['eval']['accuracy']:.4f}  macro-F1 {report['eval']['macro_f1']:.4f}",
                    err=True)
     typer.echo(f"model written to {out}", err=True)
+
+
+def _ingest(source: str) -> None:
+    from pydantic import ValidationError
+
+    from ingest.runner import serve
+
+    try:
+        serve(source)
+    except (ValidationError, ValueError) as exc:  # configuration: missing User-Agent, no instruments, ...
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@ingest_app.command("bybit")
+def ingest_bybit() -> None:
+    """Bybit v5 market data (FINSIGNAL_BYBIT_*): klines, trades, order books, tickers."""
+    _ingest("bybit")
+
+
+@ingest_app.command("news")
+def ingest_news() -> None:
+    """RSS, Atom and JSON feeds (FINSIGNAL_NEWS_*)."""
+    _ingest("news")
+
+
+@ingest_app.command("filings")
+def ingest_filings() -> None:
+    """SEC EDGAR current filings (FINSIGNAL_FILINGS_*; FINSIGNAL_FILINGS_USER_AGENT is required)."""
+    _ingest("filings")
+
+
+@app.command()
+def record(
+    topics: Annotated[str, typer.Option(help="comma-separated Kafka topics")],
+    out: Annotated[Path, typer.Option(help="recording directory to write")],
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest retained record, not at the end")] = False,
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds")] = None,
+    max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many records")] = None,
+) -> None:
+    """Capture topics from FINSIGNAL_KAFKA_BOOTSTRAP into a recording that `finsignal replay` plays back."""
+    from ingest.record import RecordError
+    from ingest.record import record as record_topics
+    from ingest.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    if not kafka.bootstrap:
+        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set")
+    names = [t.strip() for t in topics.split(",") if t.strip()]
+    try:
+        counts = record_topics(kafka, names, out, from_beginning=from_beginning, duration_s=duration,
+                               max_records=max_records, progress=True)
+    except RecordError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        counts = None
+    typer.echo(f"recorded {counts if counts is not None else 'until interrupted'} -> {out}", err=True)
 
 
 if __name__ == "__main__":

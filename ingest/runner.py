@@ -156,6 +156,10 @@ def serve(source: str) -> None:
     """Blocking entry point of `finsignal ingest <source>`: until SIGINT / SIGTERM."""
     ingest = IngestSettings()
     kafka, topics = KafkaSettings(), TopicSettings()
+    if source == "filings":
+        from ingest.filings.settings import FilingsSettings
+
+        FilingsSettings().require_user_agent()  # refuse before touching Kafka or the network
     if ingest.metrics_port:
         from prometheus_client import start_http_server
 
