@@ -75,6 +75,10 @@ class KafkaSettings(ComponentSettings):
     session_timeout_ms: int = Field(10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_max_wait_ms: int = Field(
+        50, ge=0, description="longest a fetch waits for data; brokers that do not wake a waiting fetch "
+        "on new data (Tansu) add up to this much latency"
+    )
 
     def client_options(self) -> dict[str, Any]:
         """Options common to producer, consumer and admin clients."""

@@ -143,10 +143,11 @@ class Worker:
             group_id=self.settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.max_batch * 4,
+            max_poll_records=self.settings.max_batch,
             session_timeout_ms=self.kafka.session_timeout_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
             max_poll_interval_ms=self.kafka.max_poll_interval_ms,
+            fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
         log.info("worker.started", group=self.settings.group_id, model=self.scorer.model.info.version)
         try:

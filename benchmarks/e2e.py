@@ -1,0 +1,145 @@
+"""End-to-end latency and throughput: document produced to Kafka -> signal readable in Redis.
+
+For each worker batch size (1 and 32), on the embedded broker and Redis with the demo model:
+- throughput: a backlog of documents is already on the topic when the worker starts; documents/s
+  until the last signal is readable;
+- latency: documents produced at a steady rate (half the batch-1 throughput, the same for every
+  batch size), each one's latency measured from its produce time to the moment a reader sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from finsignal.demo import demo_model_dir, sample_corpus
+from finsignal.embedded import EmbeddedKafka, EmbeddedRedis
+from ingest.contracts import Document
+from ingest.kafka import ensure_topics, make_producer
+from ingest.settings import KafkaSettings, TopicSettings
+from signals.model import SentimentModel
+from signals.redis_sink import stream_key
+from signals.settings import RedisSettings, WorkerSettings
+from signals.worker import Worker
+
+TITLE = "end-to-end latency and throughput, demo model, embedded Kafka + Redis"
+SYMBOLS = ("AAPL", "TSLA", "BTCUSDT", "ETHUSDT")
+SHARED_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter_fin_news_test.jsonl"
+
+
+def _texts() -> list[str]:
+    """Real headlines when the shared set is beside the checkout, else the shipped sample."""
+    path = SHARED_TEST if SHARED_TEST.is_file() else sample_corpus()[1]
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _doc(text: str, i: int, run: str) -> Document:
+    now = time.time_ns()
+    return Document.create(kind="news", source=f"bench-{run}", title=text, url=f"https://bench.local/{run}/{i}",
+                           symbols=[SYMBOLS[i % len(SYMBOLS)]], ts_event=now, ts_ingest=now)
+
+
+class _Reader(threading.Thread):
+    """Records the wall time at which each signal becomes readable."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url)
+        self.seen: dict[str, int] = {}
+        self.ingest: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        cursors = {stream_key(s): "0-0" for s in SYMBOLS}
+        while not self.stop.is_set():
+            for stream, entries in self.client.xread(cursors, block=50, count=1000) or []:
+                now = time.time_ns()
+                for entry_id, fields in entries:
+                    cursors[stream.decode()] = entry_id
+                    sig = json.loads(fields[b"signal"])
+                    self.seen[sig["document_ids"][0]] = now
+                    self.ingest[sig["document_ids"][0]] = sig["ts_ingest"]
+
+
+def _scenario(kafka: KafkaSettings, redis_url: str, model: SentimentModel, batch: int, texts: list[str],
+              backlog: int, rate: float | None, seconds: float) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    topics = TopicSettings(**{k: f"{v}.{tag}" for k, v in TopicSettings().model_dump().items()})
+    ensure_topics(kafka, topics.all())
+    redis.Redis.from_url(redis_url).flushall()
+    producer = make_producer(kafka, linger_ms=0)
+    reader = _Reader(redis_url)
+    reader.start()
+    docs = [_doc(texts[i % len(texts)], i, tag) for i in range(backlog)]
+    for d in docs:
+        producer.send(topics.news, key=d.key, value=d.to_bytes())
+    producer.flush()
+    worker = Worker(model, kafka=kafka, topics=topics, redis_settings=RedisSettings(url=redis_url),
+                    settings=WorkerSettings(group_id=f"bench-{tag}", max_batch=batch, poll_timeout_ms=20))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    result: dict = {}
+    if backlog:
+        while len(reader.seen) < backlog:
+            time.sleep(0.01)
+        first_seen = min(reader.seen.values())
+        # From the first signal, so the consumer-group join is not counted as scoring time.
+        span = (max(reader.seen.values()) - first_seen) / 1e9
+        result["docs_per_s"] = (backlog - 1) / span if span > 0 else float("nan")
+    if rate:
+        # Warm up: the group join and first fetch are not part of steady-state latency.
+        warm = _doc(texts[0], -1, tag)
+        producer.send(topics.news, key=warm.key, value=warm.to_bytes())
+        producer.flush()
+        while warm.id not in reader.seen:
+            time.sleep(0.01)
+        sent: list[str] = []
+        start = time.perf_counter()
+        i = backlog
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = start + len(sent) / rate
+            if time.perf_counter() < due:
+                time.sleep(min(due - time.perf_counter(), 0.01))
+                continue
+            d = _doc(texts[i % len(texts)], i, tag)
+            producer.send(topics.news, key=d.key, value=d.to_bytes())
+            producer.flush()  # each document leaves now, as a live ingestor would send it
+            sent.append(d.id)
+            i += 1
+        deadline = time.time() + 30
+        while any(s not in reader.seen for s in sent) and time.time() < deadline:
+            time.sleep(0.02)
+        lat = np.array([(reader.seen[s] - reader.ingest[s]) / 1e6 for s in sent if s in reader.seen])
+        result.update(rate_docs_per_s=rate, sent=len(sent), delivered=len(lat),
+                      p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)))
+    worker.stop()
+    thread.join(30)
+    reader.stop.set()
+    reader.join(5)
+    producer.close()
+    return result
+
+
+def run(quick: bool = False) -> list[dict]:
+    texts = _texts()
+    model = SentimentModel.load(demo_model_dir(progress=False))
+    backlog = 300 if quick else 2000
+    seconds = 5 if quick else 20
+    rows = []
+    with EmbeddedKafka() as broker, EmbeddedRedis() as server:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=2000)
+        capacity = {}
+        for batch in (1, 32):
+            capacity[batch] = _scenario(kafka, server.url, model, batch, texts, backlog, None, 0)["docs_per_s"]
+        rate = round(capacity[1] * 0.5, 1)
+        for batch in (1, 32):
+            steady = _scenario(kafka, server.url, model, batch, texts, 0, rate, seconds)
+            rows.append({"batch": batch, "throughput_docs_s": capacity[batch], **steady})
+    rows.append({"batch": "32 vs 1", "throughput_docs_s": capacity[32] / capacity[1]})
+    return rows
