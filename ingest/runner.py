@@ -37,8 +37,8 @@ class IngestSettings(ComponentSettings):
                                   description="sources `finsignal run` starts; filings also needs a User-Agent")
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")
     stats_interval_s: float = Field(30.0, gt=0, description="how often an `ingest.stats` line is logged")
-    producer_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024 * 1024,
-                                       description="kafka-python buffer_memory: bytes held before send() blocks")
+    max_in_flight_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024,
+                                     description="unacknowledged bytes per source before the source is paused")
     producer_max_block_ms: int = Field(10_000, ge=100, description="how long one send() blocks before re-trying")
 
 
@@ -53,10 +53,11 @@ def make_sink(kafka: KafkaSettings, topics: TopicSettings, source: str, queue_si
     ingest = ingest or IngestSettings()
 
     def factory() -> Any:
-        return make_producer(kafka, buffer_memory=ingest.producer_buffer_bytes,
-                             max_block_ms=ingest.producer_max_block_ms, client_id=f"{kafka.client_id}-{source}")
+        return make_producer(kafka, max_block_ms=ingest.producer_max_block_ms,
+                             client_id=f"{kafka.client_id}-{source}")
 
-    return KafkaSink(factory, topics, source=source, queue_size=queue_size)
+    return KafkaSink(factory, topics, source=source, queue_size=queue_size,
+                     max_in_flight_bytes=ingest.max_in_flight_bytes)
 
 
 async def _stats(sink: KafkaSink, interval_s: float, stop: asyncio.Event) -> None:

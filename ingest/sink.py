@@ -1,19 +1,24 @@
 """The asyncio side of Kafka: a bounded queue in front of a producer that lives in its own thread.
 
-kafka-python's `send()` blocks the calling thread while its buffer is full (up to
+kafka-python's `send()` can block the calling thread (waiting for metadata, up to
 `max_block_ms`), and its constructor blocks on bootstrap. Neither may run on the
 event loop, which also reads the WebSocket and answers pings. So every send goes
 through a bounded `asyncio.Queue`; one drain task hands batches to a single
-dedicated thread that owns the producer. When the broker is slow the thread
-blocks in `send()`, the queue fills, `publish()` waits, and the source is read more
-slowly: memory stays bounded by `queue_size` records plus the producer's
-`buffer_memory` bytes, and per-key order is kept because there is one thread.
+dedicated thread that owns the producer.
+
+kafka-python 3.x no longer bounds its record accumulator (`buffer_memory` is gone),
+so the producer thread bounds it itself: it hands a record to `send()` only while
+fewer than `max_in_flight_bytes` are unacknowledged, and waits for acks otherwise.
+When the broker is slow that thread waits, the queue fills, `publish()` waits, and
+the source is read more slowly: memory stays bounded by `queue_size` records plus
+`max_in_flight_bytes`, and per-key order is kept because there is one thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +43,7 @@ class _Job:
     send: Send
     kind: str
     ack: asyncio.Future | None
+    size: int
 
 
 class SinkClosed(RuntimeError):
@@ -48,9 +54,14 @@ class KafkaSink:
     """Publish to Kafka from asyncio without ever blocking the loop; backpressure instead of memory growth."""
 
     def __init__(self, producer_factory: Callable[[], KafkaProducer], topics: TopicSettings, *, source: str,
-                 queue_size: int = 10_000, batch_size: int = 1_000) -> None:
-        if queue_size < 1 or batch_size < 1:
-            raise ValueError("queue_size and batch_size must be >= 1")
+                 queue_size: int = 10_000, batch_size: int = 1_000, max_in_flight_bytes: int = 32 * 1024 * 1024
+                 ) -> None:
+        if queue_size < 1 or batch_size < 1 or max_in_flight_bytes < 1:
+            raise ValueError("queue_size, batch_size and max_in_flight_bytes must be >= 1")
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._in_flight_bytes = 0
+        self.max_in_flight_seen = 0  # high-water mark of unacknowledged bytes, for benchmarks and tests
+        self._credit = threading.Condition()
         self.topics = topics
         self.source = source
         self._factory = producer_factory
@@ -93,7 +104,7 @@ class KafkaSink:
         def send(producer: KafkaProducer) -> Any:
             return producer.send(topic, key=key, value=value, headers=headers)
 
-        return await self._put(send, kind, ack)
+        return await self._put(send, kind, ack, len(value) + len(key or b""))
 
     async def dead_letter(self, letter: DeadLetter, raw: bytes | None, key: bytes | None = None) -> None:
         """Send a refused payload, untouched, to the dead-letter topic with the reason in its headers."""
@@ -103,13 +114,13 @@ class KafkaSink:
         def send(producer: KafkaProducer) -> Any:
             return send_dead_letter(producer, topics, letter, raw, key)
 
-        await self._put(send, "deadletter", ack=False)
+        await self._put(send, "deadletter", False, len(raw or b"") + len(key or b"") + 512)
 
-    async def _put(self, send: Send, kind: str, ack: bool) -> asyncio.Future | None:
+    async def _put(self, send: Send, kind: str, ack: bool, size: int) -> asyncio.Future | None:
         if self._closed or self._queue is None or self._loop is None:
             raise SinkClosed(f"kafka sink {self.source!r} is not running")
         future = self._loop.create_future() if ack else None
-        await self._queue.put(_Job(send, kind, future))
+        await self._queue.put(_Job(send, kind, future, size))
         return future
 
     async def flush(self, timeout_s: float = 30.0) -> None:
@@ -159,6 +170,7 @@ class KafkaSink:
         assert self._producer is not None
         counts: dict[str, int] = {}
         for job in batch:
+            self._take_credit(job.size)
             while True:
                 try:
                     future = job.send(self._producer)
@@ -174,8 +186,10 @@ class KafkaSink:
                     future = None
                     break
             if future is None:
+                self._return_credit(job.size)
                 continue
             counts[job.kind] = counts.get(job.kind, 0) + 1
+            future.add_both(self._settled, job.size)
             future.add_errback(self._on_error, job)
             if job.ack is not None:
                 future.add_callback(self._on_ack, job.ack)
@@ -183,6 +197,23 @@ class KafkaSink:
         for kind, n in counts.items():
             if kind != "deadletter":
                 MESSAGES.labels(self.source, kind).inc(n)
+
+    def _take_credit(self, size: int) -> None:
+        """Wait until `size` more unacknowledged bytes fit the budget (one record always fits an idle budget)."""
+        with self._credit:
+            while self._in_flight_bytes and self._in_flight_bytes + size > self.max_in_flight_bytes:
+                self._credit.wait(1.0)
+            self._in_flight_bytes += size
+            self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight_bytes)
+
+    def _return_credit(self, size: int) -> None:
+        with self._credit:
+            self._in_flight_bytes -= size
+            self._credit.notify_all()
+
+    def _settled(self, size: int, _result: Any) -> None:
+        """In kafka-python's I/O thread: a record was acknowledged or failed; its bytes leave the budget."""
+        self._return_credit(size)
 
     def _on_ack(self, metadata: Any, ack: asyncio.Future) -> None:
         self._resolve(ack, None, metadata)
