@@ -142,6 +142,63 @@ def replay(
     typer.echo(f"replayed {sent} records from {directory}", err=True)
 
 
+@app.command()
+def backtest(
+    recording: Annotated[Path, typer.Option(help="recording directory (finsignal record, or a shipped one)")],
+    model: Annotated[Path, typer.Option(help="model checkpoint directory")],
+    out: Annotated[Path, typer.Option(help="report directory")],
+    compare: Annotated[Optional[Path], typer.Option(help="a second model to compare, side by side")] = None,
+    threshold: Annotated[float, typer.Option(min=0, max=1, help="enter when |score| >= this")] = 0.3,
+    min_confidence: Annotated[float, typer.Option(min=0, max=1)] = 0.0,
+    horizon_s: Annotated[int, typer.Option(min=1, help="exit this many seconds after entry")] = 1800,
+    move_bps: Annotated[float, typer.Option(min=0, help="true positive: move at least this within the horizon")] = 50.0,
+    fee_bps: Annotated[float, typer.Option(min=0, help="fee per fill")] = 5.5,
+    slippage_bps: Annotated[float, typer.Option(min=0, help="slippage per fill")] = 2.0,
+    size: Annotated[float, typer.Option(min=0, help="notional per trade, fraction of capital")] = 1.0,
+    latency_ms: Annotated[int, typer.Option(min=0, help="delay from signal to order")] = 0,
+    overlap: Annotated[str, typer.Option(help="signal while holding: ignore or reverse")] = "ignore",
+    batch_window_ms: Annotated[int, typer.Option(min=0, help="documents scored together within this window")] = 200,
+    time_basis: Annotated[str, typer.Option(help="event (ts_event) or ingest (ts_ingest)")] = "event",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
+) -> None:
+    """Replay a recording through the scorer in event time, trade the signals, report quality and P&L."""
+    from pydantic import ValidationError
+
+    from consumers.backtest.command import run as run_backtest
+    from consumers.backtest.config import BacktestConfig
+    from ingest.recording import RecordingError
+    from signals.model import ModelLoadError
+
+    try:
+        config = BacktestConfig.model_validate({
+            "replay": {"batch_window_ms": batch_window_ms, "time_basis": time_basis},
+            "strategy": {"entry_threshold": threshold, "min_confidence": min_confidence, "horizon_s": horizon_s,
+                         "move_threshold_bps": move_bps, "fee_bps": fee_bps, "slippage_bps": slippage_bps,
+                         "position_size": size, "latency_ms": latency_ms, "overlap": overlap},
+        })
+        lines = run_backtest(recording, model, out, config, compare=compare, threads=threads)
+    except ValidationError as exc:
+        raise _fail(f"invalid option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}") from None
+    except (RecordingError, ModelLoadError) as exc:
+        raise _fail(str(exc)) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@app.command()
+def gateway(
+    host: Annotated[Optional[str], typer.Option(help="bind address (default from FINSIGNAL_GATEWAY_HOST)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default from FINSIGNAL_GATEWAY_PORT)")] = None,
+) -> None:
+    """Serve signals from FINSIGNAL_REDIS_URL to WebSocket clients; /healthz and /metrics on the same port."""
+    from consumers.gateway.server import GatewayConfigError, serve_forever
+
+    try:
+        serve_forever(host=host, port=port)
+    except GatewayConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
 @compress_app.command("train")
 def compress_train(
     data: Annotated[Path, typer.Option(help='training JSONL: {"text", "label"} lines')],
