@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ingest.limits import RateLimiter, retry_after_s
 from ingest.metrics import HTTP_RESPONSES
@@ -23,7 +24,7 @@ MAX_BODY_BYTES = 50 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """A successful (2xx) or not-modified (304) response."""
+    """A successful (2xx) or not-modified (304) response; header names are case-insensitive."""
 
     status: int
     url: str
@@ -88,5 +89,5 @@ async def get(session: aiohttp.ClientSession, url: str, *, source: str, limiter:
         if len(body) > max_bytes:
             raise BodyTooLarge(resp.status, str(resp.url), detail=f"more than {max_bytes} bytes")
         if resp.status == 304 or 200 <= resp.status < 300:
-            return Response(resp.status, str(resp.url), dict(resp.headers), body)
+            return Response(resp.status, str(resp.url), CIMultiDictProxy(CIMultiDict(resp.headers)), body)
         raise _error_for(resp.status, str(resp.url), resp.headers, body)

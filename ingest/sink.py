@@ -215,10 +215,10 @@ class KafkaSink:
         """In kafka-python's I/O thread: a record was acknowledged or failed; its bytes leave the budget."""
         self._return_credit(size)
 
-    def _on_ack(self, metadata: Any, ack: asyncio.Future) -> None:
+    def _on_ack(self, ack: asyncio.Future, metadata: Any) -> None:
         self._resolve(ack, None, metadata)
 
-    def _on_error(self, exc: BaseException, job: _Job) -> None:
+    def _on_error(self, job: _Job, exc: BaseException) -> None:
         DELIVERY_FAILURES.labels(self.source).inc()
         log.error("kafka.delivery_failed", source=self.source, kind=job.kind, error=repr(exc))
         self._resolve(job.ack, exc)

@@ -58,9 +58,8 @@ def _looks_json(body: bytes, content_type: str | None) -> bool:
 def _parse_xml(body: bytes, content_type: str | None, url: str | None) -> ParsedFeed:
     import feedparser
 
+    # No content-location: feedparser would resolve relative GUIDs against it, and a GUID must stay as sent.
     headers = {"content-type": content_type or "application/xml"}
-    if url:
-        headers["content-location"] = url
     parsed = feedparser.parse(io.BytesIO(body), response_headers=headers, sanitize_html=True)
     problem = None
     if parsed.get("bozo"):

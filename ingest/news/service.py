@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ class NewsIngestor:
         self.clock = clock
         self.symbols = SymbolExtractor(settings.names, settings.cashtags)
         self._validators: dict[str, _Validators] = {}
+        self._refused: dict[str, bytes] = {}  # feed URL -> digest of the last body that could not be read
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.settings.feeds:
@@ -120,9 +122,15 @@ class NewsIngestor:
             parsed = await loop.run_in_executor(None, parse_feed, resp.body, resp.headers.get("Content-Type"),
                                                 resp.url)
         except FeedError as exc:
-            await self._dead_letter(spec, resp.body, f"feed unreadable: {exc}", "news.feed")
-            self._remember(validators, resp)  # the same broken body must not be dead-lettered every poll
+            digest = hashlib.sha256(resp.body).digest()
+            if self._refused.get(spec.url) != digest:  # the same broken body is dead-lettered once, not every poll
+                await self._dead_letter(spec, resp.body, f"feed unreadable: {exc}", "news.feed")
+                self._refused[spec.url] = digest
+            ERRORS.labels(SOURCE, "unreadable_feed").inc()
+            log.warning("news.feed_unreadable", feed=spec.label, error=str(exc)[:300])
+            self._remember(validators, resp)
             return 0
+        self._refused.pop(spec.url, None)
         if parsed.problem:
             log.info("news.feed_forgiven", feed=spec.label, problem=parsed.problem[:300],
                      entries=len(parsed.entries))
