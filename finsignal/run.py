@@ -56,7 +56,7 @@ def run(
     Returns the number of signals shown.
     """
     from finsignal.demo import demo_model_dir
-    from signals.model import SentimentModel
+    from signals.backends import load_backend
     from signals.worker import Worker
 
     worker_settings = WorkerSettings()
@@ -66,8 +66,9 @@ def run(
     with infrastructure(KafkaSettings(), RedisSettings()) as infra:
         ensure_topics(infra.kafka, topics.all())
         model_dir = worker_settings.model_dir or demo_model_dir()
-        model = SentimentModel.load(model_dir, threads=worker_settings.threads)
-        worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings)
+        model = load_backend(model_dir, worker_settings)
+        worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings,
+                        model_loader=lambda path: load_backend(path, worker_settings))
         threads = [threading.Thread(target=worker.run, name="worker", daemon=True)]
         if replay_dir is not None:
             threads.append(threading.Thread(

@@ -17,15 +17,15 @@ def run_worker() -> None:
 
     from finsignal.demo import demo_model_dir
     from ingest.settings import KafkaSettings, TopicSettings
-    from signals.model import SentimentModel
+    from signals.backends import load_backend
     from signals.worker import Worker
 
     settings = WorkerSettings()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    model = SentimentModel.load(settings.model_dir or demo_model_dir(), threads=settings.threads)
+    model = load_backend(settings.model_dir or demo_model_dir(), settings)
     worker = Worker(model, kafka=KafkaSettings(), topics=TopicSettings(), redis_settings=RedisSettings(),
-                    settings=settings)
+                    settings=settings, model_loader=lambda path: load_backend(path, settings))
 
     def stop(signum: int, frame: object) -> None:
         log.info("worker.stopping", signal=signal_module.Signals(signum).name)

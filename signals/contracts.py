@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Literal
 
@@ -59,6 +60,19 @@ class ModelInfo(WireModel):
     content_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")]
 
 
+class MarketContext(WireModel):
+    """The symbol's market at the signal's `ts_event`, from Bybit data seen at or before that time."""
+
+    venue_symbol: Symbol
+    last_price: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+    ts_price: Nanos
+    realized_vol: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="standard deviation of 1-minute log returns over the window (not annualized)"
+    )
+    vol_window_s: Annotated[int, Field(gt=0)]
+    vol_samples: Annotated[int, Field(ge=0)] = 0
+
+
 def signal_id(document_id: str, symbol: str, model_version: str) -> str:
     """Deterministic: the same document scored for the same symbol by the same model is the same signal."""
     return hashlib.sha256(f"{document_id}|{symbol}|{model_version}".encode()).hexdigest()[:32]
@@ -77,6 +91,7 @@ class Signal(WireModel):
     model: ModelInfo
     document_ids: Annotated[tuple[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")], ...], Field(min_length=1)]
     chunks: Annotated[int, Field(ge=1)] = 1
+    market: MarketContext | None = None
     ts_event: Nanos
     ts_ingest: Nanos
     ts_scored: Nanos
@@ -102,6 +117,7 @@ class Signal(WireModel):
         ts_ingest: int,
         ts_scored: int,
         chunks: int = 1,
+        market: MarketContext | None = None,
     ) -> Signal:
         """Derive direction, score and confidence from class probabilities."""
         return cls(
@@ -114,6 +130,7 @@ class Signal(WireModel):
             model=model,
             document_ids=document_ids,
             chunks=chunks,
+            market=market,
             ts_event=ts_event,
             ts_ingest=ts_ingest,
             ts_scored=ts_scored,
@@ -128,6 +145,7 @@ def decode_signal(raw: bytes | str) -> Signal:
 __all__ = [
     "LABELS",
     "ClassProbs",
+    "MarketContext",
     "ContractError",
     "Direction",
     "ModelInfo",

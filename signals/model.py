@@ -25,7 +25,8 @@ class ModelLoadError(RuntimeError):
     """A model directory that cannot be served; the message says what is wrong."""
 
 
-def _weights_hash(directory: Path) -> str:
+def weights_hash(directory: Path) -> str:
+    """SHA-256 over the checkpoint's safetensors files, in name order."""
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*.safetensors")):
         with path.open("rb") as fh:
@@ -34,7 +35,7 @@ def _weights_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_directory(directory: Path) -> dict[str, Any]:
+def check_directory(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise ModelLoadError(f"{directory}: not a directory")
     config_path = directory / "config.json"
@@ -63,39 +64,40 @@ class SentimentModel:
     directory: Path
     max_length: int
     label_index: tuple[int, int, int]  # model output column for bearish, neutral, bullish
+    device: str = "cpu"
+    prefix: tuple[int, ...] = ()  # special tokens the tokenizer puts around every text
+    suffix: tuple[int, ...] = ()
 
     @classmethod
-    def load(cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None) -> SentimentModel:
-        """Load and validate a checkpoint directory for CPU scoring."""
+    def load(
+        cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None, device: str = "cpu"
+    ) -> SentimentModel:
+        """Load and validate a checkpoint directory for scoring on `device` (cpu, cuda, cuda:N)."""
         import torch
         from transformers import AutoTokenizer, LlamaForSequenceClassification
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # one structured log line says it loaded
         directory = Path(directory).resolve()
-        config = _check_directory(directory)
+        config = check_directory(directory)
         if threads:
             torch.set_num_threads(threads)
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device")
         module = LlamaForSequenceClassification.from_pretrained(
             directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
         )
-        module.eval()
+        module.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
         if tokenizer.pad_token_id is None:
             raise ModelLoadError(f"{directory}: tokenizer has no pad token")
-        meta_path = directory / "finsignal.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        content_hash = meta.get("content_hash") or _weights_hash(directory)
-        info = ModelInfo(
-            name=meta.get("name") or directory.name,
-            version=meta.get("version") or content_hash[:12],
-            content_hash=content_hash,
-        )
+        info, max_length = read_model_info(directory, tokenizer)
         id2label = {int(k): str(v).lower() for k, v in config["id2label"].items()}
         label2col = {label: col for col, label in id2label.items()}
-        max_length = int(meta.get("max_length") or min(tokenizer.model_max_length, config.get("max_position_embeddings", 512)))
-        log.info("model.loaded", path=str(directory), name=info.name, version=info.version, dtype=dtype)
+        prefix, suffix = special_tokens_around(tokenizer)
+        log.info("model.loaded", path=str(directory), name=info.name, version=info.version, dtype=dtype,
+                 device=device, max_length=max_length)
         return cls(
             module=module,
             tokenizer=tokenizer,
@@ -103,25 +105,79 @@ class SentimentModel:
             directory=directory,
             max_length=max_length,
             label_index=tuple(label2col[label] for label in LABELS),  # type: ignore[arg-type]
+            device=device,
+            prefix=prefix,
+            suffix=suffix,
         )
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, truncated to the model's context."""
         return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
 
+    def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:
+        """Per text, the token ids of each chunk that fits the context (one chunk for a short text)."""
+        window = self.max_length - len(self.prefix) - len(self.suffix)
+        bodies = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return [[[*self.prefix, *piece, *self.suffix] for piece in split_windows(ids, window, overlap)]
+                for ids in bodies]
+
     def score_ids(self, batch: list[list[int]]) -> np.ndarray:
         """Probabilities (N x 3, columns bearish/neutral/bullish) for pre-tokenized inputs, padded right."""
         import torch
 
-        enc = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
+        enc = self.tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             logits = self.module(**enc).logits.float()
         probs = torch.softmax(logits, dim=-1)[:, list(self.label_index)]
-        return probs.numpy()
+        return probs.cpu().numpy()
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Probabilities for raw texts, as one batch."""
         return self.score_ids(self.encode(texts))
+
+
+def read_model_info(directory: Path, tokenizer: Any) -> tuple[ModelInfo, int]:
+    """Name, version and weights hash from `finsignal.json` (else derived), and the context length."""
+    meta_path = directory / "finsignal.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    content_hash = meta.get("content_hash") or weights_hash(directory)
+    info = ModelInfo(
+        name=meta.get("name") or directory.name,
+        version=meta.get("version") or content_hash[:12],
+        content_hash=content_hash,
+    )
+    config = json.loads((directory / "config.json").read_text())
+    limit = min(int(tokenizer.model_max_length), int(config.get("max_position_embeddings", 512)))
+    return info, int(meta.get("max_length") or limit)
+
+
+def special_tokens_around(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The ids the tokenizer adds before and after every text (e.g. `<s>` and `</s>`)."""
+    probe = "finsignal"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start]), tuple(full[start + len(bare) :])
+    raise ModelLoadError("tokenizer adds special tokens inside the text; cannot chunk long documents")
+
+
+def split_windows(ids: list[int], window: int, overlap: int) -> list[list[int]]:
+    """Overlapping windows of at most `window` tokens covering `ids`; the last window ends at the end."""
+    if window < 1:
+        raise ValueError("context too small for the special tokens")
+    overlap = min(max(overlap, 0), window - 1)
+    if len(ids) <= window:
+        return [ids]
+    stride = window - overlap
+    starts = list(range(0, len(ids) - window, stride)) + [len(ids) - window]
+    return [ids[s : s + window] for s in starts]
+
+
+def combine_chunks(probs: np.ndarray, lengths: list[int]) -> np.ndarray:
+    """A document's probabilities from its chunks': the mean weighted by each chunk's token count."""
+    weights = np.asarray(lengths, dtype=np.float64)
+    return (probs.astype(np.float64) * weights[:, None]).sum(axis=0) / weights.sum()
 
 
 def to_class_probs(row: np.ndarray) -> ClassProbs:

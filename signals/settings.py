@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from ingest.news.settings import DEFAULT_CASHTAGS, DEFAULT_NAMES
 from ingest.settings import ComponentSettings
 
 
@@ -40,14 +41,35 @@ class WorkerSettings(ComponentSettings):
 
     section: ClassVar[str] = "worker"
 
-    model_dir: Path | None = Field(None, description="checkpoint directory; unset means the demo model")
+    model_dir: Path | None = Field(
+        None, description="checkpoint directory (or a symlink to one), watched for new versions; unset: demo model"
+    )
+    model_poll_s: float = Field(10.0, ge=0, description="how often to look for a new model version; 0 = never")
+    backend: Literal["transformers", "vllm"] = "transformers"
+    device: str = Field("cpu", description="cpu, cuda or cuda:N (transformers backend)")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    mode: Literal["classifier", "prompt"] = Field(
+        "classifier", description="a classification head, or label-word log-probabilities of a causal LM"
+    )
     group_id: str = "finsignal-worker"
-    max_batch: int = Field(32, ge=1, description="documents scored in one forward pass at most")
-    poll_timeout_ms: int = Field(200, ge=0)
+    token_budget: int = Field(8192, ge=1, description="padded tokens per forward pass at most")
+    max_batch: int = Field(64, ge=1, description="sequences per forward pass at most")
+    max_wait_ms: int = Field(20, ge=0, description="longest a document waits for its batch to fill")
+    max_pending: int = Field(1024, ge=1, description="documents held for batching at most")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks of a long document")
+    poll_timeout_ms: int = Field(100, ge=0)
     no_symbol_policy: Literal["market", "skip"] = Field(
         "market", description="documents naming no symbol: a market-wide signal, or skip (counted and logged)"
     )
     market_symbol: str = "MARKET"
+    link_symbols: bool = Field(True, description="add cashtags, names and filer CIKs found in the text")
+    names: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NAMES))
+    cashtags: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CASHTAGS))
+    cik_tickers: dict[str, str] = Field(default_factory=dict, description="SEC CIK -> ticker")
+    max_symbols: int = Field(8, ge=1, description="signals one document may produce at most")
+    market_context: bool = Field(True, description="attach last price and realized volatility from Bybit topics")
+    vol_window_s: int = Field(1800, ge=60)
+    market_lookback: int = Field(5000, ge=0, description="records per market partition read at start-up")
     stream_maxlen: int = Field(100_000, ge=1, description="approximate cap of each signals:{SYMBOL} stream")
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a signal id is remembered as published")
     audit_topic: bool = Field(True, description="also publish each signal to the `signals` Kafka topic")

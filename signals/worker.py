@@ -1,35 +1,44 @@
 """The scoring worker: documents from Kafka, signals to Redis, offsets committed last.
 
-One pass of the loop reads top to bottom:
+The loop reads top to bottom:
 
-1. poll a batch of records from `news` and `filings`;
-2. validate each; a malformed one is queued to `deadletter` with its reason and bytes;
-3. score the valid documents, shortest first, in batches of `max_batch`;
-4. publish the signals to Redis (idempotent by signal id) and wait for its reply;
-5. queue the audit copies on the `signals` topic and flush the producer;
-6. commit the batch's offsets.
+1. poll records from `news` and `filings`; validate each, and queue a malformed one to
+   `deadletter` with its reason and original bytes;
+2. hold valid documents until a token budget's worth is pending or the oldest has waited
+   `max_wait_ms`; then flush:
+3. score them (chunked, sorted by length, packed to the token budget) on a scoring thread while
+   this thread keeps polling with every partition paused, so a slow batch never costs the group
+   a rebalance;
+4. publish the signals to Redis (idempotent by signal id) and wait for its reply, retrying with
+   backoff while Redis is away;
+5. queue the audit copies on `signals` and flush the producer;
+6. commit the offsets of everything polled so far.
 
-A crash anywhere before step 6 redelivers the batch; the deterministic signal id
-makes the second publish a no-op, so readers see each signal once.
+A crash anywhere before step 6 redelivers those records; the deterministic signal id makes the
+second publish a no-op, so readers see each signal once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ingest.contracts import ContractError, Document, decode_document
+from ingest.contracts import ContractError, Document, decode_document, decode_market_event
 from ingest.kafka import DeadLetter, ensure_topics, make_producer, send_dead_letter
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
 from signals.contracts import Signal
-from signals.model import SentimentModel, to_class_probs
+from signals.market import MarketContextStore
 from signals.redis_sink import RedisSignalSink
+from signals.reload import ModelWatcher
+from signals.scorer import Scored, ScoringBackend, SignalScorer
 from signals.settings import RedisSettings, WorkerSettings
 
 if TYPE_CHECKING:
@@ -40,60 +49,23 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], int]
 
-
-@dataclass(frozen=True, slots=True)
-class Scored:
-    """A document and the signals it produced (none when skipped by policy)."""
-
-    document: Document
-    signals: tuple[Signal, ...]
+__all__ = ["Scored", "SignalScorer", "Worker"]
 
 
-class SignalScorer:
-    """Turns documents into signals with one model; no I/O, so backtests reuse it as is."""
+@dataclass
+class _Pending:
+    """Valid documents waiting for their batch, and every record polled since the last commit."""
 
-    def __init__(self, model: SentimentModel, settings: WorkerSettings, clock: Clock = time.time_ns) -> None:
-        self.model = model
-        self.settings = settings
-        self.clock = clock
+    items: list[tuple[Document, ConsumerRecord, float]] = field(default_factory=list)
+    polled: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
+    chars: int = 0
 
-    def symbols_for(self, doc: Document) -> tuple[str, ...]:
-        """Symbols a document speaks to, after the no-symbol policy."""
-        if doc.symbols:
-            return doc.symbols
-        return (self.settings.market_symbol,) if self.settings.no_symbol_policy == "market" else ()
+    def add_record(self, rec: ConsumerRecord) -> None:
+        key = (rec.topic, rec.partition)
+        self.polled[key] = max(self.polled.get(key, -1), rec.offset + 1)
 
-    def score(self, documents: list[Document]) -> list[Scored]:
-        """Score documents (sorted by length, batched by `max_batch`) and build their signals, in input order."""
-        if not documents:
-            return []
-        ids = self.model.encode([d.text for d in documents])
-        order = sorted(range(len(documents)), key=lambda i: len(ids[i]))
-        probs: list[Any] = [None] * len(documents)
-        for start in range(0, len(order), self.settings.max_batch):
-            chunk = order[start : start + self.settings.max_batch]
-            began = time.perf_counter()
-            rows = self.model.score_ids([ids[i] for i in chunk])
-            metrics.SCORE_SECONDS.observe(time.perf_counter() - began)
-            metrics.BATCH_SIZE.observe(len(chunk))
-            for i, row in zip(chunk, rows):
-                probs[i] = to_class_probs(row)
-        scored_at = self.clock()
-        return [
-            Scored(doc, tuple(self._signal(doc, sym, p, scored_at) for sym in self.symbols_for(doc)))
-            for doc, p in zip(documents, probs)
-        ]
-
-    def _signal(self, doc: Document, symbol: str, probs: Any, ts_scored: int) -> Signal:
-        return Signal.from_probs(
-            document_ids=(doc.id,),
-            symbol=symbol,
-            probs=probs,
-            model=self.model.info,
-            ts_event=doc.ts_event,
-            ts_ingest=doc.ts_ingest,
-            ts_scored=ts_scored,
-        )
+    def oldest_age(self, now: float) -> float:
+        return now - self.items[0][2] if self.items else 0.0
 
 
 class Worker:
@@ -101,41 +73,48 @@ class Worker:
 
     def __init__(
         self,
-        model: SentimentModel,
+        model: ScoringBackend,
         *,
         kafka: KafkaSettings | None = None,
         topics: TopicSettings | None = None,
         redis_settings: RedisSettings | None = None,
         settings: WorkerSettings | None = None,
         clock: Clock = time.time_ns,
+        model_loader: Callable[[Path], ScoringBackend] | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.topics = topics or TopicSettings()
         self.redis_settings = redis_settings or RedisSettings()
         self.settings = settings or WorkerSettings()
-        self.scorer = SignalScorer(model, self.settings, clock)
+        self.market = MarketContextStore(self.settings.vol_window_s) if self.settings.market_context else None
+        self.scorer = SignalScorer(model, self.settings, clock, self.market)
         self.clock = clock
+        self._model_loader = model_loader
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._sink: RedisSignalSink | None = None
+        self._pending = _Pending()
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
         metrics.MODEL_INFO.labels(model.info.name, model.info.version).set(1)
 
+    @property
+    def model(self) -> ScoringBackend:
+        return self.scorer.model
+
     def stop(self) -> None:
-        """Ask the loop to finish its current batch and return."""
+        """Ask the loop to flush what it holds, commit, and return."""
         self._stop.set()
 
     def run(self) -> None:
-        """Run until `stop()`; commits what was published and closes cleanly."""
+        """Run until `stop()`; publishes and commits what it holds, then closes cleanly."""
         import redis
         from kafka import KafkaConsumer
 
         ensure_topics(self.kafka, self.topics.all())
         self._producer = make_producer(self.kafka)
         client = redis.Redis.from_url(self.redis_settings.url, **self.redis_settings.client_options())
-        self._sink = RedisSignalSink(
-            client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s
-        )
+        self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s)
         self._consumer = KafkaConsumer(
             self.topics.news,
             self.topics.filings,
@@ -143,62 +122,124 @@ class Worker:
             group_id=self.settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=self.settings.max_batch,
+            max_poll_records=self.settings.max_pending,
             session_timeout_ms=self.kafka.session_timeout_ms,
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
             max_poll_interval_ms=self.kafka.max_poll_interval_ms,
             fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
         )
-        log.info("worker.started", group=self.settings.group_id, model=self.scorer.model.info.version)
+        feed = self._start_market_feed()
+        watcher = self._watcher()
+        log.info("worker.started", group=self.settings.group_id, model=self.model.info.version,
+                 token_budget=self.settings.token_budget, max_wait_ms=self.settings.max_wait_ms)
         try:
             while not self._stop.is_set():
-                batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
-                records = [rec for recs in batch.values() for rec in recs]
-                if records:
-                    self.process(records)
+                if watcher is not None:
+                    self._maybe_swap(watcher)
+                self._poll_once()
+                if self._due():
+                    self.flush()
+            self.flush()
         finally:
+            if feed is not None:
+                feed.stop()
+            if watcher is not None:
+                watcher.close()
+            self._scoring.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=10)
             client.close()
             log.info("worker.stopped")
 
-    def process(self, records: list[ConsumerRecord]) -> None:
-        """Validate, score, publish, then commit one polled batch."""
-        assert self._producer is not None and self._consumer is not None
-        valid: list[tuple[Document, ConsumerRecord]] = []
-        for rec in records:
-            metrics.DOCUMENTS.labels(rec.topic).inc()
-            if not rec.value:
-                self._dead_letter(rec, "empty record value", stage="validate")
-                continue
-            try:
-                valid.append((decode_document(rec.value), rec))
-            except ContractError as exc:
-                self._dead_letter(rec, str(exc), stage="validate")
-        scored = self._score_isolating_failures(valid)
+    def _poll_once(self) -> None:
+        assert self._consumer is not None
+        timeout = self.settings.poll_timeout_ms
+        if self._pending.items:  # wake up in time for the oldest document's deadline
+            left = self.settings.max_wait_ms / 1000 - self._pending.oldest_age(time.monotonic())
+            timeout = max(0, min(timeout, int(left * 1000)))
+        batch = self._consumer.poll(timeout_ms=timeout)
+        now = time.monotonic()
+        for records in batch.values():
+            for rec in records:
+                self._accept(rec, now)
+        self._update_lag()
+
+    def _accept(self, rec: ConsumerRecord, now: float) -> None:
+        metrics.DOCUMENTS.labels(rec.topic).inc()
+        self._pending.add_record(rec)
+        if not rec.value:
+            self._dead_letter(rec, "empty record value", stage="validate")
+            return
+        try:
+            doc = decode_document(rec.value)
+        except ContractError as exc:
+            self._dead_letter(rec, str(exc), stage="validate")
+            return
+        self._pending.items.append((doc, rec, now))
+        self._pending.chars += len(doc.text)
+
+    def _due(self) -> bool:
+        """Flush when a budget's worth is pending, the oldest waited long enough, or only dead letters wait."""
+        pending = self._pending
+        if not pending.polled:
+            return False
+        if not pending.items:
+            return True
+        # ~4 characters a token: a cheap estimate; the exact count is taken when packing.
+        return (
+            pending.chars / 4 >= self.settings.token_budget
+            or len(pending.items) >= self.settings.max_pending
+            or pending.oldest_age(time.monotonic()) * 1000 >= self.settings.max_wait_ms
+        )
+
+    def flush(self) -> None:
+        """Score what is pending, publish, and commit everything polled so far."""
+        pending, self._pending = self._pending, _Pending()
+        if not pending.polled:
+            return
+        assert self._producer is not None
+        now = time.monotonic()
+        for _, _, arrived in pending.items:
+            metrics.QUEUE_WAIT_SECONDS.observe(now - arrived)
+        scored = self._score_while_polling(pending.items)
         signals = [sig for item in scored for sig in item.signals]
         for item in scored:
             if not item.signals:
                 metrics.SKIPPED.labels("no_symbol").inc()
                 log.info("worker.skipped", document_id=item.document.id, reason="no symbol")
         self._publish(signals)
-        if self.topics.signals and self.settings.audit_topic:
+        if self.settings.audit_topic:
             for sig in signals:
                 self._producer.send(self.topics.signals, key=sig.symbol.encode(), value=sig.to_bytes())
         self._producer.flush()  # dead letters and audit copies are durable before we commit
-        self._commit(records)
-        now = self.clock()
+        self._commit(pending.polled)
+        done = self.clock()
         for sig in signals:
-            metrics.END_TO_END_SECONDS.observe(max(0, now - sig.ts_ingest) / 1e9)
+            metrics.END_TO_END_SECONDS.observe(max(0, done - sig.ts_ingest) / 1e9)
 
-    def _score_isolating_failures(self, valid: list[tuple[Document, ConsumerRecord]]) -> list[Scored]:
+    def _score_while_polling(self, items: list[tuple[Document, ConsumerRecord, float]]) -> list[Scored]:
+        """Score on the scoring thread; meanwhile poll with all partitions paused to stay in the group."""
+        if not items:
+            return []
+        assert self._consumer is not None
+        future = self._scoring.submit(self._score_isolating_failures, items)
+        paused = list(self._consumer.assignment())
+        self._consumer.pause(*paused)
+        try:
+            while not future.done():
+                self._consumer.poll(timeout_ms=20)
+        finally:
+            self._consumer.resume(*[tp for tp in paused if tp in self._consumer.assignment()])
+        return future.result()
+
+    def _score_isolating_failures(self, items: list[tuple[Document, ConsumerRecord, float]]) -> list[Scored]:
         """Score the batch; if the model fails on it, score one by one and dead-letter the culprits."""
         try:
-            return self.scorer.score([doc for doc, _ in valid])
+            return self.scorer.score([doc for doc, _, _ in items])
         except Exception as exc:  # noqa: BLE001 - a model failure must not take valid neighbours down
-            log.warning("worker.batch_failed", error=repr(exc), documents=len(valid))
+            log.warning("worker.batch_failed", error=repr(exc), documents=len(items))
         scored: list[Scored] = []
-        for doc, rec in valid:
+        for doc, rec, _ in items:
             try:
                 scored.extend(self.scorer.score([doc]))
             except Exception as exc:  # noqa: BLE001
@@ -207,22 +248,21 @@ class Worker:
 
     def _publish(self, signals: list[Signal]) -> None:
         """Publish to Redis, retrying with capped backoff; stays in the group while Redis is away."""
-        assert self._sink is not None and self._consumer is not None
+        assert self._sink is not None
         delay = 0.1
         while True:
             try:
                 results = self._sink.publish(signals)
                 break
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: not acknowledged, retry
-                if self._stop.is_set():
-                    raise
                 metrics.PUBLISH_RETRIES.inc()
                 log.warning("worker.publish_failed", error=repr(exc), retry_in_s=delay, signals=len(signals))
                 self._idle(delay)
                 delay = min(delay * 2, 5.0)
         for sig, entry in zip(signals, results):
             metrics.SIGNALS.labels("published" if entry else "duplicate").inc()
-            log.debug("signal.published", signal_id=sig.id, symbol=sig.symbol, document_ids=sig.document_ids, entry=entry)
+            log.debug("signal.published", signal_id=sig.id, symbol=sig.symbol, document_ids=sig.document_ids,
+                      entry=entry)
 
     def _idle(self, seconds: float) -> None:
         """Wait without fetching: partitions paused, poll() keeps the membership alive."""
@@ -231,27 +271,31 @@ class Worker:
         self._consumer.pause(*assignment)
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self._stop.is_set():
+            while time.monotonic() < deadline:
                 self._consumer.poll(timeout_ms=min(100, int(seconds * 1000)))
         finally:
-            self._consumer.resume(*assignment)
+            self._consumer.resume(*[tp for tp in assignment if tp in self._consumer.assignment()])
 
-    def _commit(self, records: Iterable[ConsumerRecord]) -> None:
+    def _commit(self, polled: dict[tuple[str, int], int]) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
-        from kafka.errors import CommitFailedError
+        from kafka.errors import CommitFailedError, KafkaError
 
         assert self._consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(off, "", -1) for (t, p), off in polled.items()}
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            self._consumer.commit(offsets)
             metrics.COMMITS.labels("ok").inc()
-        except CommitFailedError as exc:
-            # Partitions moved to another member mid-batch; it re-scores them and the ids dedupe.
+        except (CommitFailedError, KafkaError) as exc:
+            # Partitions moved to another member mid-batch: it re-scores them and the ids dedupe.
             metrics.COMMITS.labels("failed").inc()
             log.warning("worker.commit_failed", error=str(exc))
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - self._consumer.position(tp)))
 
     def _dead_letter(self, rec: ConsumerRecord, reason: str, stage: str) -> None:
         assert self._producer is not None
@@ -259,3 +303,73 @@ class Worker:
         letter = DeadLetter(reason=reason, stage=stage, source_topic=rec.topic,
                             source_partition=rec.partition, source_offset=rec.offset)
         send_dead_letter(self._producer, self.topics, letter, rec.value, rec.key)
+
+    def _watcher(self) -> ModelWatcher | None:
+        directory = self.settings.model_dir
+        if directory is None or self._model_loader is None or self.settings.model_poll_s <= 0:
+            return None
+        return ModelWatcher(Path(directory), self._model_loader, self.settings.model_poll_s)
+
+    def _maybe_swap(self, watcher: ModelWatcher) -> None:
+        model = watcher.poll()
+        if model is None or model.info == self.model.info:
+            return
+        old = self.model.info
+        self.flush()  # what was polled under the old model is scored by it
+        self.scorer.model = model
+        metrics.MODEL_INFO.labels(old.name, old.version).set(0)
+        metrics.MODEL_INFO.labels(model.info.name, model.info.version).set(1)
+        log.info("model.swapped", old=old.version, new=model.info.version)
+
+    def _start_market_feed(self) -> MarketFeed | None:
+        if self.market is None:
+            return None
+        feed = MarketFeed(self.kafka, self.topics, self.market, self.settings.market_lookback)
+        feed.start()
+        return feed
+
+
+class MarketFeed(threading.Thread):
+    """Reads the `market.bybit.*` topics into a context store: all partitions, no group, recent records."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, store: MarketContextStore, lookback: int) -> None:
+        super().__init__(name="market-feed", daemon=True)
+        self.kafka = kafka
+        self.topics = [topics.kline, topics.trade, topics.ticker]
+        self.store = store
+        self.lookback = lookback
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(**self.kafka.client_options(), enable_auto_commit=False,
+                                 fetch_max_wait_ms=self.kafka.fetch_max_wait_ms)
+        try:
+            parts = [TopicPartition(t, p) for t in self.topics for p in consumer.partitions_for_topic(t) or ()]
+            consumer.assign(parts)
+            ends = consumer.end_offsets(parts)
+            starts = consumer.beginning_offsets(parts)
+            for tp in parts:
+                consumer.seek(tp, max(starts[tp], ends[tp] - self.lookback))
+            while not self._stop_event.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    for rec in records:
+                        self._take(rec)
+        except Exception:  # noqa: BLE001 - context is best effort; scoring goes on without it
+            log.exception("market_feed.failed")
+        finally:
+            consumer.close()
+
+    def _take(self, rec: Any) -> None:
+        try:
+            event = decode_market_event(rec.value)
+        except ContractError as exc:
+            log.warning("market_feed.invalid", topic=rec.topic, offset=rec.offset, error=str(exc))
+            return
+        self.store.update(event)
+        metrics.MARKET_EVENTS.labels(event.type).inc()

@@ -44,7 +44,9 @@ def test_kill_and_restart_loses_nothing_and_duplicates_nothing(tiny_model_dir, k
         "FINSIGNAL_REDIS_URL": redis_server.url,
         "FINSIGNAL_WORKER_MODEL_DIR": str(tiny_model_dir),
         "FINSIGNAL_WORKER_GROUP_ID": f"restart-{topics.news}",
-        "FINSIGNAL_WORKER_MAX_BATCH": "1",  # many small commits: a kill lands between publish and commit
+        # Many small flushes, each a publish then a commit: a kill lands between the two.
+        "FINSIGNAL_WORKER_MAX_BATCH": "1",
+        "FINSIGNAL_WORKER_MAX_PENDING": "2",
         **{f"FINSIGNAL_TOPICS_{k.upper()}": v for k, v in topics.model_dump().items()},
     }
 

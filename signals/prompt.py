@@ -1,0 +1,103 @@
+"""Zero-shot scoring with a causal LLaMA: label-word log-probabilities after a prompt, one forward pass.
+
+The prompt ends with "Sentiment:"; the model's next-token distribution over the first token of
+" bearish", " neutral" and " bullish", renormalized over those three, is the class distribution.
+Nothing is generated. Long texts are chunked inside the prompt, so every chunk is a full prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from signals.contracts import LABELS, ModelInfo
+from signals.model import ModelLoadError, split_windows, weights_hash
+
+log = structlog.get_logger(__name__)
+
+PROMPT_HEAD = (
+    "Classify the market sentiment of this financial news for a trader as bearish, neutral or bullish.\n\nNews: "
+)
+PROMPT_TAIL = "\n\nSentiment:"
+LABEL_WORDS = {"bearish": " bearish", "neutral": " neutral", "bullish": " bullish"}
+
+
+def label_token_ids(tokenizer: Any) -> tuple[int, int, int]:
+    """First token of each label word; they must differ or the labels cannot be told apart."""
+    ids = tuple(tokenizer(LABEL_WORDS[label], add_special_tokens=False)["input_ids"][0] for label in LABELS)
+    if len(set(ids)) != len(ids):
+        raise ModelLoadError(f"label words share a first token under this tokenizer: {ids}")
+    return ids  # type: ignore[return-value]
+
+
+@dataclass
+class PromptModel:
+    """A causal LLaMA scored through label words (transformers, CPU or GPU)."""
+
+    module: Any
+    tokenizer: Any
+    info: ModelInfo
+    directory: Path
+    max_length: int
+    label_ids: tuple[int, int, int]
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    device: str = "cpu"
+
+    @classmethod
+    def load(cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None,
+             device: str = "cpu", max_length: int = 1024) -> PromptModel:
+        import torch
+        from transformers import AutoTokenizer, LlamaForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        directory = Path(directory).resolve()
+        config_path = directory / "config.json"
+        if not config_path.is_file() or not list(directory.glob("*.safetensors")):
+            raise ModelLoadError(f"{directory}: needs config.json and .safetensors weights (pickle is refused)")
+        config = json.loads(config_path.read_text())
+        if config.get("model_type") != "llama":
+            raise ModelLoadError(f"{directory}: model_type {config.get('model_type')!r} is not a LLaMA architecture")
+        if threads:
+            torch.set_num_threads(threads)
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        module = LlamaForCausalLM.from_pretrained(directory, dtype=torch_dtype, use_safetensors=True,
+                                                  trust_remote_code=False, local_files_only=True)
+        module.to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        head = tuple(bos + tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"])
+        tail = tuple(tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"])
+        content_hash = weights_hash(directory)
+        info = ModelInfo(name=directory.name, version=f"prompt-{content_hash[:12]}", content_hash=content_hash)
+        limit = min(max_length, int(config.get("max_position_embeddings", max_length)))
+        log.info("model.loaded", path=str(directory), mode="prompt", version=info.version, device=device)
+        return cls(module, tokenizer, info, directory, limit, label_token_ids(tokenizer), head, tail, device)
+
+    def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:
+        window = self.max_length - len(self.head) - len(self.tail)
+        bodies = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return [[[*self.head, *piece, *self.tail] for piece in split_windows(ids, window, overlap)] for ids in bodies]
+
+    def score_ids(self, batch: list[list[int]]) -> np.ndarray:
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        longest = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        last = torch.tensor([len(ids) - 1 for ids in batch])
+        with torch.inference_mode():
+            logits = self.module(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            final = logits[torch.arange(len(batch)), last.to(self.device)].float()
+            label_logits = final[:, list(self.label_ids)]
+        return torch.softmax(label_logits, dim=-1).cpu().numpy()
