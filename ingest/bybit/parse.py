@@ -93,7 +93,9 @@ def _validated(build: Any, what: str) -> Any:
         raise BybitParseError(f"{what}: {exc}") from None
 
 
-def _topic_symbol(topic: str, parts: int) -> list[str]:
+def _topic_symbol(topic: Any, parts: int) -> list[str]:
+    if not isinstance(topic, str):
+        raise BybitParseError(f"topic {topic!r} is not a string")
     pieces = topic.split(".")
     if len(pieces) != parts or not all(pieces):
         raise BybitParseError(f"topic {topic!r}: expected {parts} dot-separated parts")
@@ -146,7 +148,7 @@ def rest_kline(row: Any, *, category: str, symbol: str, interval: str, server_ms
 
 def ws_klines(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Kline]:
     """A `kline.{interval}.{symbol}` push: usually one candle, `confirm` true once it closed."""
-    _, interval, symbol = _topic_symbol(msg["topic"], 3)
+    _, interval, symbol = _topic_symbol(msg.get("topic"), 3)
     data = msg.get("data")
     if not isinstance(data, list):
         raise BybitParseError("kline push: data is not a list")
@@ -174,7 +176,7 @@ def ws_klines(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Kli
 
 def ws_trades(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Trade]:
     """A `publicTrade.{symbol}` push: a batch of trades, oldest first."""
-    _, symbol = _topic_symbol(msg["topic"], 2)
+    _, symbol = _topic_symbol(msg.get("topic"), 2)
     data = msg.get("data")
     if not isinstance(data, list):
         raise BybitParseError("trade push: data is not a list")
@@ -224,7 +226,7 @@ def _levels(raw: Any, side: str) -> tuple[tuple[Decimal, Decimal], ...]:
 
 def ws_book(msg: dict[str, Any]) -> BookUpdate:
     """Parse an order-book push (snapshot or delta)."""
-    _, depth, symbol = _topic_symbol(msg["topic"], 3)
+    _, depth, symbol = _topic_symbol(msg.get("topic"), 3)
     kind = msg.get("type")
     if kind not in ("snapshot", "delta"):
         raise BybitParseError(f"book push: type {kind!r}")
@@ -258,7 +260,7 @@ def ws_ticker(msg: dict[str, Any]) -> tuple[str, bool, dict[str, Decimal], int]:
     Spot pushes are always snapshots; linear and inverse send a snapshot, then deltas
     carrying only the fields that changed.
     """
-    _, symbol = _topic_symbol(msg["topic"], 2)
+    _, symbol = _topic_symbol(msg.get("topic"), 2)
     kind = msg.get("type", "snapshot")
     if kind not in ("snapshot", "delta"):
         raise BybitParseError(f"ticker push: type {kind!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import urljoin
@@ -93,12 +94,20 @@ def _first(pattern: re.Pattern, text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def one_per_accession(filings: list[CurrentFiling]) -> list[CurrentFiling]:
-    """The feed repeats a filing once per filer role: keep one, preferring the company it is about."""
+def one_per_accession(filings: list[CurrentFiling],
+                      has_ticker: Callable[[str], bool] = lambda cik: False) -> list[CurrentFiling]:
+    """The feed repeats a filing once per filer (co-registrants) or role: keep one per accession number.
+
+    Preferred: the company the filing is about (by role), then one whose CIK maps to a ticker
+    (a parent over its unlisted subsidiary), then the first in feed order.
+    """
+    def rank(f: CurrentFiling) -> tuple[int, int]:
+        return _ROLE_RANK.get(f.role.lower(), 3), 0 if has_ticker(f.cik) else 1
+
     best: dict[str, CurrentFiling] = {}
     for filing in filings:
         held = best.get(filing.accession)
-        if held is None or _ROLE_RANK.get(filing.role.lower(), 3) < _ROLE_RANK.get(held.role.lower(), 3):
+        if held is None or rank(filing) < rank(held):
             best[filing.accession] = filing
     return list(best.values())
 

@@ -132,7 +132,7 @@ class FilingsIngestor:
             await self.sink.dead_letter(DeadLetter(reason=f"getcurrent feed: {exc}", stage="filings.feed",
                                                    source_topic=resp.url), resp.body[:900_000])
             return
-        filings = one_per_accession(entries)
+        filings = one_per_accession(entries, has_ticker=lambda cik: cik in self.tickers)
         DEDUPES.labels(SOURCE, "feed_entry").inc(len(entries) - len(filings))
         seen = await self.seen.seen(f.accession for f in filings)
         fresh = 0
