@@ -28,7 +28,7 @@ from signals.contracts import ModelInfo, Signal
 from signals.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from signals.model import SentimentModel
+    from signals.scorer import ScoringBackend
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ class BacktestResult:
 
 def replay_signals(
     recording: Recording,
-    model: SentimentModel,
+    model: ScoringBackend,
     config: BacktestConfig,
     settings: WorkerSettings,
     *,
@@ -65,10 +65,12 @@ def replay_signals(
     """Score a recording's documents through the worker's scorer in simulated time."""
     from tqdm.auto import tqdm
 
+    from signals.market import MarketContextStore
     from signals.worker import SignalScorer
 
     clock = ReplayClock()
-    replay = SignalReplay(SignalScorer(model, settings, clock), clock, config.replay)
+    market = MarketContextStore(settings.vol_window_s) if settings.market_context else None
+    replay = SignalReplay(SignalScorer(model, settings, clock, market), clock, config.replay, market)
     signals: list[Signal] = []
     events = tqdm(recording.events, desc="backtest", unit="event", disable=not progress)
     for batch in replay.run(events):
@@ -78,7 +80,7 @@ def replay_signals(
 
 def run_backtest(
     recording: str | Path | Recording,
-    model: str | Path | SentimentModel,
+    model: str | Path | ScoringBackend,
     out_dir: str | Path | None = None,
     config: BacktestConfig | None = None,
     *,
@@ -92,9 +94,7 @@ def run_backtest(
     if not isinstance(recording, Recording):
         recording = load_recording(recording, config.replay)
     if isinstance(model, (str, Path)):
-        from signals.model import SentimentModel
-
-        model = SentimentModel.load(model, threads=threads or settings.threads)
+        model = load_model(Path(model), settings, threads)
     log.info("backtest.start", recording=str(recording.path), events=len(recording.events), model=model.info.version)
     signals, stats = replay_signals(recording, model, config, settings, progress=progress)
     sim = simulate(signals, recording.prices, config.strategy)
@@ -109,6 +109,13 @@ def run_backtest(
     log.info("backtest.done", signals=len(signals), trades=len(sim.trades),
              sharpe=result.metrics["performance"]["sharpe"])
     return result
+
+
+def load_model(directory: Path, settings: WorkerSettings, threads: int | None = None) -> ScoringBackend:
+    """The model as the worker would load it (backend, device, dtype and mode from its settings)."""
+    from signals.backends import load_backend
+
+    return load_backend(directory, settings.model_copy(update={"threads": threads}) if threads else settings)
 
 
 def _metrics(result: BacktestResult, settings: WorkerSettings) -> dict[str, Any]:

@@ -8,6 +8,9 @@ later, or as soon as it holds `max_batch_docs`. It is scored when it closes, and
 went into it (its batch) is timed at or before `ts_scored`. Cutting a recording at any time T therefore
 leaves every signal scored at or before T unchanged, byte for byte (tests/consumers check this property).
 
+Market events feed the scorer's market-context store, if it has one, in the same order, so the
+context attached to a signal is what the live worker would have had: data at or before its time.
+
 As in production, a signal id already emitted (the same document recorded twice) is emitted once,
 and a batch the model fails on is scored document by document so one bad document fails alone.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -33,6 +36,12 @@ class Scorer(Protocol):
 
     def score(self, documents: list[Document]) -> list:  # list[Scored]
         ...
+
+
+class MarketFeed(Protocol):
+    """What the replay needs of `signals.market.MarketContextStore`."""
+
+    def update(self, event: Any) -> None: ...
 
 
 class ReplayClock:
@@ -77,10 +86,12 @@ class ReplayStats:
 class SignalReplay:
     """Feeds replay events to a scorer in event time; see the module docstring."""
 
-    def __init__(self, scorer: Scorer, clock: ReplayClock, config: ReplayConfig | None = None) -> None:
+    def __init__(self, scorer: Scorer, clock: ReplayClock, config: ReplayConfig | None = None,
+                 market: MarketFeed | None = None) -> None:
         self.scorer = scorer
         self.clock = clock
         self.config = config or ReplayConfig()
+        self.market = market
         self.stats = ReplayStats()
         self._emitted: set[str] = set()
 
@@ -95,6 +106,8 @@ class SignalReplay:
             self.clock.advance_to(ev.ts)
             if not isinstance(ev.payload, Document):
                 self.stats.market_events += 1
+                if self.market is not None:
+                    self.market.update(ev.payload)
                 continue
             self.stats.documents += 1
             pending.append(ev.payload)
