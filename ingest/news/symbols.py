@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)(?![\w.])")
+_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6}(?:\.[A-Za-z]{1,2})?)(?!\w|\.\w)")
 _VALID = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
 
 
