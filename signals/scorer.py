@@ -88,7 +88,8 @@ class SignalScorer:
         """Per document, class probabilities (bearish, neutral, bullish) and the number of chunks used."""
         chunked = self.model.encode_chunks([d.text for d in documents], self.settings.chunk_overlap)
         pieces = [(doc_i, ids) for doc_i, chunks in enumerate(chunked) for ids in chunks]
-        plan = pack_by_budget([len(ids) for _, ids in pieces], self.settings.token_budget, self.settings.max_batch)
+        plan = pack_by_budget([len(ids) for _, ids in pieces], self.settings.token_budget, self.settings.max_batch,
+                              self.settings.batch_overhead_tokens)
         piece_probs = np.zeros((len(pieces), 3), dtype=np.float32)
         began = time.perf_counter()
         for batch in plan.batches:

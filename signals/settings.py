@@ -54,6 +54,9 @@ class WorkerSettings(ComponentSettings):
     group_id: str = "finsignal-worker"
     token_budget: int = Field(8192, ge=1, description="padded tokens per forward pass at most")
     max_batch: int = Field(64, ge=1, description="sequences per forward pass at most")
+    batch_overhead_tokens: int = Field(
+        128, ge=0, description="fixed cost of a forward pass in token equivalents, traded against padding"
+    )
     max_wait_ms: int = Field(20, ge=0, description="longest a document waits for its batch to fill")
     max_pending: int = Field(1024, ge=1, description="documents held for batching at most")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks of a long document")
