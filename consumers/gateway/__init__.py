@@ -1,0 +1,1 @@
+"""WebSocket signal gateway: `finsignal gateway`; the client protocol is in `protocol.py` and README.md."""
