@@ -32,7 +32,7 @@ def demo_model_dir(progress: bool = True) -> Path:
     from compressor.train import TrainConfig, train
 
     train_path, eval_path = sample_corpus()
-    config = TrainConfig(name="finsignal-demo")
+    config = TrainConfig(name="finsignal-demo", max_length=512)  # room for article-length chunks
     key = hashlib.sha256(train_path.read_bytes() + json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()
     target = cache_dir() / "models" / f"demo-{key[:12]}"
     if (target / "finsignal.json").is_file():
