@@ -12,6 +12,7 @@ from pathlib import Path
 # name -> module exposing `TITLE` and `run(quick: bool) -> list[dict]`
 REGISTRY = {
     "e2e": "benchmarks.e2e",
+    "ingest_bybit": "benchmarks.ingest_bybit",
     "batching": "benchmarks.batching",
 }
 

