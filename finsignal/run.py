@@ -77,7 +77,8 @@ def run(
             from ingest.live import run_ingestors
 
             threads.append(threading.Thread(
-                target=run_ingestors, args=(infra.kafka, topics, stop), name="ingest", daemon=True))
+                target=run_ingestors, args=(infra.kafka, topics, stop), kwargs={"redis_url": infra.redis.url},
+                name="ingest", daemon=True))
         for t in threads:
             t.start()
         shown = asyncio.run(_show(infra.redis, symbols, stop, duration_s, quiet))
