@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import threading
 import time
-from decimal import Decimal
 
 import aiohttp
 import websockets

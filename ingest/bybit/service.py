@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from ingest.bybit.rest import BackfillFailed, BybitRest
 from ingest.bybit.settings import BybitSettings
 from ingest.bybit.state import KlineState, TickerState, TradeDedupe
 from ingest.bybit.stream import BybitConnection
-from ingest.contracts import Kline, OrderBook, Ticker, Trade
+from ingest.contracts import Kline, Ticker
 from ingest.kafka import DeadLetter
 from ingest.limits import RateLimiter
 from ingest.metrics import DEDUPES, ERRORS, GAPS
@@ -220,14 +219,3 @@ def _bars_back(now_ms: int, interval: str, bars: int) -> int:
     """Roughly `bars` candles before now (months counted as 31 days: a few more is harmless)."""
     minutes = {"D": 1440, "W": 10080, "M": 44640}.get(interval) or int(interval)
     return max(0, now_ms - bars * minutes * 60_000)
-
-
-async def run_bybit(settings: BybitSettings, sink: KafkaSink, topics: TopicSettings, stop: asyncio.Event) -> None:
-    """Run the Bybit ingestor with its own HTTP session until `stop` is set."""
-    async with aiohttp.ClientSession(headers={"User-Agent": "finsignal-ingest"}) as session:
-        ingestor = BybitIngestor(settings, sink, topics, session)
-        with contextlib.suppress(asyncio.CancelledError):
-            await ingestor.run(stop)
-
-
-__all__ = ["BybitIngestor", "run_bybit", "OrderBook", "Trade"]
