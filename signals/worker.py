@@ -110,6 +110,7 @@ class Worker:
         """Run until `stop()`; publishes and commits what it holds, then closes cleanly."""
         import redis
         from kafka import KafkaConsumer
+        from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
         ensure_topics(self.kafka, self.topics.all())
         self._producer = make_producer(self.kafka)
@@ -127,6 +128,8 @@ class Worker:
             heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
             max_poll_interval_ms=self.kafka.max_poll_interval_ms,
             fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
+            # A worker joining or leaving moves only the partitions that must move.
+            partition_assignment_strategy=(CooperativeStickyAssignor,),
         )
         feed = self._start_market_feed()
         watcher = self._watcher()
