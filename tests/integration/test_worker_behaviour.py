@@ -144,3 +144,30 @@ def test_signals_carry_market_context_from_bybit_topics(tiny_model_dir, kafka_se
     assert sig.market is not None
     assert sig.market.last_price == Decimal("67250.5")
     assert sig.market.vol_samples == 3 and sig.market.realized_vol > 0
+
+
+def test_two_workers_in_one_group_share_partitions_and_publish_each_signal_once(tiny_model_dir, kafka_settings,
+                                                                                 topics, redis_server, redis_client):
+    ensure_topics(kafka_settings, topics.all())
+    model = SentimentModel.load(tiny_model_dir)
+    first = run_worker(model, kafka_settings, topics, redis_server, market_context=False, max_pending=4)
+    second = run_worker(model, kafka_settings, topics, redis_server, market_context=False, max_pending=4)
+    workers = [first[0], second[0]]
+    try:
+        eventually(lambda: all(w._consumer is not None and w._consumer.assignment() for w in workers),
+                   timeout_s=60)
+        assignments = [{tp.partition for tp in w._consumer.assignment() if tp.topic == topics.news}
+                       for w in workers]
+        assert not assignments[0] & assignments[1]
+        docs = make_docs(60)
+        producer = make_producer(kafka_settings)
+        for d in docs:
+            producer.send(topics.news, key=d.key, value=d.to_bytes())
+        producer.flush()
+        eventually(lambda: len(stream_signals(redis_client, {"AAPL", "BTCUSDT", "TSLA"})) >= 60, timeout_s=60)
+    finally:
+        for worker, thread in (first, second):
+            worker.stop()
+            thread.join(30)
+    signals = stream_signals(redis_client, {"AAPL", "BTCUSDT", "TSLA"})
+    assert sorted(s.document_ids[0] for s in signals) == sorted(d.id for d in docs)
