@@ -124,6 +124,7 @@ class Gateway:
         # connection -> client name, from the handshake header; weak: a handshake may still fail after it
         self._preauth: weakref.WeakKeyDictionary[ServerConnection, str] = weakref.WeakKeyDictionary()
         self._redis_ok = True
+        self._reader: asyncio.Task | None = None
         self._sent = {kind: metrics.MESSAGES.labels(kind) for kind in
                       ("welcome", "subscribed", "unsubscribed", "signal", "heartbeat", "pong", "error")}
 
@@ -142,7 +143,7 @@ class Gateway:
             max_size=s.max_message_bytes, write_limit=s.write_limit, compression="deflate" if s.compression else None,
             server_header="finsignal-gateway",
         )
-        self._spawn(self._read_loop(), "reader")
+        self._reader = self._spawn(self._read_loop(), "reader")
         self._spawn(self._heartbeat_loop(), "heartbeat")
         log.info("gateway.started", host=s.host, port=self.port, path=s.path, clients=sorted(s.tokens) or None,
                  anonymous=s.allow_anonymous)
@@ -213,9 +214,11 @@ class Gateway:
             redis_ok = True
         except (RedisError, OSError, asyncio.TimeoutError):
             redis_ok = False
-        body = {"status": "ok" if redis_ok else "unavailable", "redis": redis_ok, "clients": len(self._clients),
-                "symbols": len(self._cursors)}
-        status = HTTPStatus.OK if redis_ok else HTTPStatus.SERVICE_UNAVAILABLE
+        reader_ok = self._reader is not None and not self._reader.done()
+        healthy = redis_ok and reader_ok
+        body = {"status": "ok" if healthy else "unavailable", "redis": redis_ok, "reader": reader_ok,
+                "clients": len(self._clients), "symbols": len(self._cursors)}
+        status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
         return _response(status, (json.dumps(body) + "\n").encode(), "application/json")
 
     def authenticate(self, token: str | None) -> str | None:
@@ -403,43 +406,48 @@ class Gateway:
     # -- fan-out --------------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        """Follow every subscribed stream; re-issue the blocking read when the set of streams changes."""
+        """Follow every subscribed stream, forever: a failed read is logged and retried with capped backoff."""
         backoff = 0.1
         while True:
-            if not self._cursors:
-                await self._changed.wait()
-            self._changed.clear()
-            streams = {stream_key(s): c for s, c in self._cursors.items()}
-            read = asyncio.ensure_future(self.redis.xread(streams, count=self.settings.read_count,
-                                                          block=self.settings.read_block_ms))
-            changed = asyncio.ensure_future(self._changed.wait())
             try:
-                done, _ = await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-            if read not in done:
-                read.cancel()  # a symbol was added or dropped; nothing read is lost: cursors did not move
-                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                    await read
-                continue
-            try:
-                reply = read.result()
-            except (RedisError, OSError) as exc:
+                await self._read_once()
+                self._redis_ok, backoff = True, 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the reader must outlive any one failure
                 self._redis_ok = False
                 metrics.REDIS_ERRORS.inc()
                 log.warning("gateway.redis_read_failed", error=repr(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, 5.0)
-                continue
-            self._redis_ok, backoff = True, 0.1
-            for stream, entries in reply or []:
-                symbol = _text(stream).removeprefix("signals:")
-                if symbol not in self._cursors:
-                    continue  # unsubscribed meanwhile
-                for entry_id, fields in entries:
-                    entry = _text(entry_id)
-                    self._cursors[symbol] = entry
-                    self._dispatch(symbol, entry, fields)
+
+    async def _read_once(self) -> None:
+        """One blocking read over the followed streams; re-issued early when the set of streams changes."""
+        while not self._cursors:
+            self._changed.clear()
+            await self._changed.wait()
+        self._changed.clear()
+        streams = {stream_key(s): c for s, c in self._cursors.items()}
+        read = asyncio.ensure_future(self.redis.xread(streams, count=self.settings.read_count,
+                                                      block=self.settings.read_block_ms))
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            done, _ = await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+        if read not in done:
+            read.cancel()  # a symbol was added or dropped; nothing read is lost: cursors did not move
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await read
+            return
+        for stream, entries in read.result() or []:
+            symbol = _text(stream).removeprefix("signals:")
+            if symbol not in self._cursors:
+                continue  # unsubscribed meanwhile
+            for entry_id, fields in entries:
+                entry = _text(entry_id)
+                self._cursors[symbol] = entry
+                self._dispatch(symbol, entry, fields)
 
     def _frame(self, symbol: str, entry_id: str, fields: dict | None) -> str | None:
         """The signal frame of one entry, validated; None (counted, logged) when the entry is not a signal."""

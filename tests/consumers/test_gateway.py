@@ -219,6 +219,30 @@ def test_snapshot_then_unsubscribe(redis_server, sink):
     assert after.symbol == "BTCUSDT" and after.signal.id == make_signal(4).id
 
 
+def test_delivery_resumes_after_every_client_left(redis_server, sink):
+    # Regression: the reader died when the last subscription went away while it waited.
+    async def scenario():
+        async with gateway(redis_server.url) as gw:
+            first = await connect(gw)
+            await expect(first, "welcome")
+            await subscribe(first, "BTCUSDT")
+            await first.close()
+            await asyncio.sleep(0.05)
+            second = await connect(gw)
+            await expect(second, "welcome")
+            await subscribe(second, "ETHUSDT")
+            sink.publish([make_signal(1, "ETHUSDT")])
+            got = await expect(second, "signal")
+            health = await http_get(gw.port, "/healthz")
+            await second.close()
+            return got, health
+
+    got, (status, body) = run(scenario())
+
+    assert got.signal.id == make_signal(1, "ETHUSDT").id
+    assert status == 200 and json.loads(body)["reader"] is True
+
+
 def test_heartbeats_arrive_on_schedule(redis_server):
     async def scenario():
         async with gateway(redis_server.url, heartbeat_s=0.1) as gw:
@@ -315,7 +339,8 @@ def test_health_and_metrics_endpoints(redis_server):
 
     (h_status, h_body), (m_status, m_body), (n_status, _) = run(scenario())
 
-    assert h_status == 200 and json.loads(h_body) == {"status": "ok", "redis": True, "clients": 1, "symbols": 0}
+    assert h_status == 200 and json.loads(h_body) == {"status": "ok", "redis": True, "reader": True, "clients": 1,
+                                                     "symbols": 0}
     assert m_status == 200
     assert b"finsignal_gateway_clients 1.0" in m_body
     assert b'finsignal_gateway_handshakes_total{outcome="accepted"}' in m_body
