@@ -52,8 +52,13 @@ def load_corpus(path: str | Path, *, min_examples: int = 1) -> Corpus:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 (byte {exc.start})") from exc
     examples = []
-    for lineno, line in enumerate(raw.decode("utf-8", errors="strict").splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also breaks on U+0085 and U+2028, which are legal inside JSON strings
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -69,3 +74,31 @@ def load_corpus(path: str | Path, *, min_examples: int = 1) -> Corpus:
     if len(examples) < min_examples:
         raise DataError(f"{path}: {len(examples)} labeled examples, need at least {min_examples}")
     return Corpus(path=path, examples=tuple(examples), sha256=hashlib.sha256(raw).hexdigest())
+
+
+def split_validation(corpus: Corpus, fraction: float, seed: int = 0) -> tuple[Corpus, Corpus]:
+    """Stratified split of `corpus` into (train, validation); the validation share is per class."""
+    import random
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = random.Random(seed)
+    keep: list[Example] = []
+    held: list[Example] = []
+    for label in range(len(LABELS)):
+        members = [e for e in corpus.examples if e.label == label]
+        rng.shuffle(members)
+        n_held = round(len(members) * fraction)
+        if members and n_held == len(members):
+            n_held -= 1  # every class keeps at least one training example
+        held.extend(members[:n_held])
+        keep.extend(members[n_held:])
+    rng.shuffle(keep)
+    rng.shuffle(held)
+    if not held:
+        raise DataError(f"{corpus.path}: {len(corpus.examples)} examples are too few to hold out {fraction:.0%}")
+    tag = f"{corpus.sha256}:{fraction}:{seed}"
+    return (
+        Corpus(path=corpus.path, examples=tuple(keep), sha256=corpus.sha256),
+        Corpus(path=corpus.path, examples=tuple(held), sha256=hashlib.sha256(tag.encode()).hexdigest()),
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from compressor.data import LABELS, Corpus, DataError, load_corpus
+from compressor.data import LABELS, Corpus, DataError, load_corpus, split_validation
 from compressor.metrics import accuracy, confusion, macro_f1
 
 if TYPE_CHECKING:
@@ -50,6 +49,14 @@ class TrainConfig:
     seed: int = 0
     name: str = "finsignal-sentiment"
     keep_best: bool = field(default=True, metadata={"help": "keep the epoch with the best eval macro-F1"})
+    # Added for real corpora; the defaults keep the original behaviour.
+    normalize_urls: bool = False  # tokenizer maps every URL to "<url>": shorter inputs, no random t.co noise
+    validation_fraction: float = 0.0  # >0: hold out this stratified share of train to pick the best epoch
+    token_dropout: float = 0.0  # chance a text token is replaced by <unk> during training (regularizer)
+    label_smoothing: float = 0.0
+    length_buckets: bool = False  # batch texts of similar length: far less padding, faster epochs
+    pretrain_epochs: int = 0  # >0: first train the body as a causal LM on the training texts (self-pretraining)
+    pretrain_learning_rate: float | None = None  # default: learning_rate
 
     def model_config(self, tokenizer: PreTrainedTokenizerFast) -> Any:
         from transformers import LlamaConfig
@@ -64,6 +71,7 @@ class TrainConfig:
             max_position_embeddings=max(self.max_length, 512),
             rms_norm_eps=1e-5,
             tie_word_embeddings=False,
+            use_cache=False,  # a classifier never generates: no KV cache on every scoring call
             attention_dropout=self.dropout,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
@@ -75,15 +83,24 @@ class TrainConfig:
         )
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+URL_PATTERN = r"https?://\S+"
+
+
+def train_tokenizer(
+    texts: list[str], vocab_size: int, max_length: int, normalize_urls: bool = False
+) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the corpus; every text becomes `<s> ... </s>`.
 
-    The closing `</s>` gives the classifier a fixed token to pool from, whatever the text.
+    The closing `</s>` gives the classifier a fixed token to pool from, whatever the text. With
+    `normalize_urls` the tokenizer itself (tokenizer.json) rewrites URLs to `<url>`, so every loader
+    applies the same rule.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    if normalize_urls:
+        tok.normalizer = normalizers.Replace(Regex(URL_PATTERN), "<url>")
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -111,12 +128,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, max_length: int) -> PreTr
         padding_side="right",
         truncation_side="right",
     )
-
-
-def _batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
-    order = list(range(n))
-    rng.shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def predict(
@@ -193,6 +204,31 @@ def save_checkpoint(
     return meta
 
 
+def _self_pretrain(model: Any, data: Any, config: TrainConfig, progress: bool) -> list[dict[str, Any]]:
+    """Next-token prediction on the training texts, then copy the body into `model`.
+
+    Pretraining on the downstream corpus itself, with no outside data, recovers much of what a pretrained
+    checkpoint would bring (Krishna et al., "Downstream datasets make surprisingly good pretraining
+    corpora", 2023). The LM head is tied to the embeddings and dropped afterwards.
+    """
+    from transformers import LlamaForCausalLM
+
+    from compressor.loop import LoopConfig, fit
+
+    lm_config = model.config.to_dict()
+    lm_config.update(architectures=["LlamaForCausalLM"], tie_word_embeddings=True)
+    lm = LlamaForCausalLM(type(model.config).from_dict(lm_config))
+    loop = LoopConfig(
+        epochs=config.pretrain_epochs, batch_size=config.batch_size,
+        learning_rate=config.pretrain_learning_rate or config.learning_rate, weight_decay=config.weight_decay,
+        warmup_fraction=config.warmup_fraction, length_buckets=config.length_buckets, objective="lm",
+        seed=config.seed,
+    )
+    result = fit(lm, data, loop, progress=progress, desc="pretrain")
+    model.model.load_state_dict(lm.model.state_dict(), strict=True)
+    return result.history
+
+
 def train(
     train_path: str | Path,
     out: str | Path,
@@ -202,78 +238,68 @@ def train(
 ) -> dict[str, Any]:
     """Train a classifier on `train_path` and write the checkpoint to `out`; return the report."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import LlamaForSequenceClassification
+
+    from compressor.loop import LoopConfig, TrainSet, fit
 
     config = config or TrainConfig()
     out = Path(out)
     train_corpus = load_corpus(train_path, min_examples=8)
     eval_corpus = load_corpus(eval_path, min_examples=1) if eval_path else None
-    present = [label for label, n in train_corpus.class_counts().items() if n == 0]
-    if present:
-        raise DataError(f"{train_corpus.path}: no examples of {', '.join(present)}; every class needs some")
+    missing = [label for label, n in train_corpus.class_counts().items() if n == 0]
+    if missing:
+        raise DataError(f"{train_corpus.path}: no examples of {', '.join(missing)}; every class needs some")
+    fit_corpus, val_corpus = train_corpus, None
+    if config.validation_fraction > 0:
+        fit_corpus, val_corpus = split_validation(train_corpus, config.validation_fraction, config.seed)
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
-
-    tokenizer = train_tokenizer(train_corpus.texts, config.vocab_size, config.max_length)
+    tokenizer = train_tokenizer(fit_corpus.texts, config.vocab_size, config.max_length, config.normalize_urls)
     model = LlamaForSequenceClassification(config.model_config(tokenizer))
-    encoded = tokenizer(train_corpus.texts, truncation=True, max_length=config.max_length)["input_ids"]
-    labels = train_corpus.labels
+    data = TrainSet(
+        input_ids=tokenizer(fit_corpus.texts, truncation=True, max_length=config.max_length)["input_ids"],
+        labels=fit_corpus.labels,
+        pad_id=tokenizer.pad_token_id,
+        unk_id=tokenizer.unk_token_id,
+        special_ids=frozenset(tokenizer.all_special_ids),
+    )
+    loop = LoopConfig(
+        epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction,
+        token_dropout=config.token_dropout, label_smoothing=config.label_smoothing,
+        length_buckets=config.length_buckets, seed=config.seed,
+    )
+    select = val_corpus or eval_corpus
 
-    steps = config.epochs * math.ceil(len(encoded) / config.batch_size)
-    warmup = max(1, int(steps * config.warmup_fraction))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))),
-    )
-    log.info(
-        "train.start",
-        examples=len(encoded),
-        parameters=sum(p.numel() for p in model.parameters()),
-        epochs=config.epochs,
-        out=str(out),
-    )
-    history: list[dict[str, Any]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    bar = tqdm(total=steps, desc="train", unit="batch", disable=not progress)
+    def score_epoch(m: Any) -> dict[str, float]:
+        metrics = evaluate(m, tokenizer, select, config.max_length)  # type: ignore[arg-type]
+        prefix = "val" if val_corpus is not None else "eval"
+        return {f"{prefix}_accuracy": metrics["accuracy"], f"{prefix}_macro_f1": metrics["macro_f1"]}
+
+    log.info("train.start", examples=len(data), parameters=sum(p.numel() for p in model.parameters()),
+             epochs=config.epochs, out=str(out))
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        total_loss = 0.0
-        batches = _batches(len(encoded), config.batch_size, rng)
-        for idx in batches:
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
-            target = torch.tensor([labels[i] for i in idx])
-            loss = model(**batch, labels=target).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.item()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": total_loss / len(batches)}
-        if eval_corpus is not None:
-            metrics = evaluate(model, tokenizer, eval_corpus, config.max_length)
-            row.update(eval_accuracy=metrics["accuracy"], eval_macro_f1=metrics["macro_f1"])
-            if config.keep_best and (best is None or metrics["macro_f1"] > best[0]):
-                best = (metrics["macro_f1"], {k: v.detach().clone() for k, v in model.state_dict().items()})
-        history.append(row)
-        log.info("train.epoch", **row)
-    bar.close()
-    if best is not None:
-        model.load_state_dict(best[1])
+    pretrain_history = _self_pretrain(model, data, config, progress) if config.pretrain_epochs else []
+    result = fit(
+        model, data, loop,
+        evaluate=score_epoch if select is not None else None,
+        select_metric=("val_macro_f1" if val_corpus is not None else "eval_macro_f1")
+        if select is not None and config.keep_best else None,
+        progress=progress,
+    )
     report: dict[str, Any] = {
         "train": {"path": str(train_corpus.path), "sha256": train_corpus.sha256, **train_corpus.class_counts()},
         "config": asdict(config),
-        "history": history,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "pretrain_history": pretrain_history,
         "train_seconds": round(time.perf_counter() - started, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if val_corpus is not None:
+        report["validation"] = {"examples": len(val_corpus.examples), "fraction": config.validation_fraction,
+                                "seed": config.seed}
     if eval_corpus is not None:
         final = evaluate(model, tokenizer, eval_corpus, config.max_length)
         report["eval"] = {"path": str(eval_corpus.path), "sha256": eval_corpus.sha256, **final}
@@ -286,5 +312,6 @@ def train(
     meta = save_checkpoint(model, tokenizer, out, name=config.name, lineage=lineage, report=report)
     report["model"] = {"name": meta["name"], "version": meta["version"], "content_hash": meta["content_hash"]}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    log.info("train.done", out=str(out), version=meta["version"], **{k: report.get("eval", {}).get(k) for k in ("accuracy", "macro_f1")})
+    log.info("train.done", out=str(out), version=meta["version"],
+             **{k: report.get("eval", {}).get(k) for k in ("accuracy", "macro_f1")})
     return report

@@ -237,6 +237,45 @@ def compress_train(
     typer.echo(f"model written to {out}", err=True)
 
 
+@compress_app.command("run")
+def compress_run(
+    model: Annotated[Path, typer.Option(help="dense LLaMA checkpoint directory (classifier or causal LM)")],
+    data: Annotated[Path, typer.Option(help='training JSONL: {"text", "label"} lines')],
+    eval: Annotated[Path, typer.Option("--eval", help="held-out JSONL every row is judged on")],
+    out: Annotated[Path, typer.Option(help="output directory: model/, w8a8/, stages/, report.md, ...")],
+    recipe: Annotated[Optional[Path], typer.Option(help="recipe YAML; default: the built-in recipe")] = None,
+    label_words: Annotated[Optional[str], typer.Option(help="causal LM input: bearish,neutral,bullish words")] = None,
+    overwrite: Annotated[bool, typer.Option(help="reuse a non-empty --out")] = False,
+) -> None:
+    """Compress a model by a recipe of stages; measure every stage; write the report and the checkpoints."""
+    from compressor.data import DataError
+    from compressor.errors import CompressError
+    from compressor.pipeline import compress_run as run_recipe
+    from compressor.report import summary
+
+    words = [w.strip() for w in label_words.split(",")] if label_words else None
+    try:
+        report = run_recipe(model, data, eval, out, recipe, label_words=words, overwrite=overwrite)
+    except (DataError, CompressError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(summary(report))
+    typer.echo(f"report: {out / 'report.md'}  model: {out / 'model'}", err=True)
+
+
+@compress_app.command("report")
+def compress_report(
+    directory: Annotated[Path, typer.Argument(help="the --out directory of `compress run`")],
+) -> None:
+    """Re-render report.md and the Pareto plots from report.json, and print the table."""
+    from compressor.errors import CompressError
+    from compressor.report import render
+
+    try:
+        typer.echo(render(directory))
+    except CompressError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _ingest(source: str) -> None:
     from pydantic import ValidationError
 

@@ -85,9 +85,21 @@ class SentimentModel:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device")
-        module = LlamaForSequenceClassification.from_pretrained(
-            directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
-        )
+        from compressor.runtime.loader import ArtifactError, artifact_kind, load_classifier
+
+        try:
+            kind = artifact_kind(directory)
+            if kind == "hf":
+                module = LlamaForSequenceClassification.from_pretrained(
+                    directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False,
+                    local_files_only=True,
+                )
+            elif device != "cpu":
+                raise ModelLoadError(f"{directory}: {kind} checkpoints run on the compressor's CPU runtime only")
+            else:  # int8 W8A8 (compressed-tensors) and the compressor's other formats: real int8 kernels on CPU
+                module = load_classifier(directory)
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from exc
         module.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
         if tokenizer.pad_token_id is None:

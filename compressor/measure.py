@@ -1,0 +1,202 @@
+"""Measure one artifact the way the worker runs it, in a fresh process so memory and time are its own.
+
+The child process loads the artifact with `compressor.runtime.loader` (the worker's code path), encodes
+the eval texts once, then:
+
+1. predicts every text in batches sorted by length (the probabilities come back for the quality metrics);
+2. times `rounds` more passes over the same batches: documents/s is the median pass;
+3. times `latency_samples` documents one at a time: p50 and p95 latency of one forward pass;
+4. reports the model's tensor bytes and the peak resident memory above what the process held before
+   loading (the high-water mark is reset after imports via /proc/self/clear_refs on Linux).
+
+Timings exclude tokenization (the worker tokenizes once, upstream of the model), include padding.
+
+Run as `python -m compressor.measure ARTIFACT TEXTS.json OUT.json [options]`; `measure_artifact` does that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Measurement:
+    """What one artifact costs and predicts."""
+
+    artifact: str
+    kind: str
+    size_on_disk_bytes: int
+    model_bytes: int
+    peak_memory_bytes: int | None
+    docs_per_second: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    load_seconds: float
+    threads: int
+    documents: int
+    dtype: str
+    probs_path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+)\s+kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def measure_in_process(artifact: Path, texts_path: Path, out_path: Path, *, threads: int = 1,
+                       batch_size: int = 32, rounds: int = 3, latency_samples: int = 200,
+                       dtype: str = "float32") -> dict[str, Any]:
+    """The same measurement in this process: cheaper (no interpreter start), but memory figures then mix
+    with whatever this process already holds, so `peak_memory_bytes` is reported as None."""
+    import torch
+
+    before = torch.get_num_threads()
+    args = argparse.Namespace(artifact=str(artifact), texts=str(texts_path), out=str(out_path), threads=threads,
+                              batch_size=batch_size, rounds=rounds, latency_samples=latency_samples, dtype=dtype,
+                              track_peak=False)
+    try:
+        result = _child(args)
+    finally:
+        torch.set_num_threads(before)
+    Path(out_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _child(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from compressor.artifacts import tensor_bytes, weight_bytes
+    from compressor.runtime.loader import artifact_kind, load_classifier
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    texts = json.loads(Path(args.texts).read_text())
+    directory = Path(args.artifact)
+    meta = json.loads((directory / "finsignal.json").read_text()) if (directory / "finsignal.json").is_file() else {}
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_length = int(meta.get("max_length") or tokenizer.model_max_length)
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    batches = _batches(ids, args.batch_size)
+    padded = [tokenizer.pad({"input_ids": [ids[i] for i in b]}, return_tensors="pt") for b in batches]
+
+    track_peak = getattr(args, "track_peak", True)
+    base_kb = _status_kb("VmRSS")
+    peak_ok = track_peak and _reset_peak()
+    started = time.perf_counter()
+    model = load_classifier(directory, dtype=args.dtype)
+    load_seconds = time.perf_counter() - started
+    probs = np.zeros((len(texts), 3), dtype=np.float32)
+    column = {str(label).lower(): int(col) for col, label in model.config.id2label.items()}
+    label_cols = [column[label] for label in ("bearish", "neutral", "bullish")]
+    with torch.inference_mode():
+        for b, enc in zip(batches, padded):
+            logits = model(**enc, use_cache=False).logits.float()
+            probs[b] = torch.softmax(logits, dim=-1)[:, label_cols].numpy()
+        rates = []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            for enc in padded:
+                model(**enc, use_cache=False)
+            rates.append(len(texts) / (time.perf_counter() - t0))
+        latencies = []
+        for i in range(min(args.latency_samples, len(ids))):
+            one = {"input_ids": torch.tensor([ids[i]]), "attention_mask": torch.ones(1, len(ids[i]), dtype=torch.long)}
+            t0 = time.perf_counter()
+            model(**one, use_cache=False)
+            latencies.append((time.perf_counter() - t0) * 1000)
+    peak_kb = _status_kb("VmHWM") if peak_ok else None
+    np.save(args.out + ".probs.npy", probs)
+    latencies.sort()
+    return Measurement(
+        artifact=str(directory),
+        kind=artifact_kind(directory),
+        size_on_disk_bytes=weight_bytes(directory),
+        model_bytes=tensor_bytes(model),
+        peak_memory_bytes=(peak_kb - base_kb) * 1024 if peak_kb is not None and base_kb is not None else None,
+        docs_per_second=statistics.median(rates),
+        p50_latency_ms=statistics.median(latencies),
+        p95_latency_ms=latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
+        load_seconds=load_seconds,
+        threads=args.threads,
+        documents=len(texts),
+        dtype=args.dtype,
+        probs_path=args.out + ".probs.npy",
+    ).as_dict()
+
+
+def measure_artifact(
+    artifact: Path,
+    texts_path: Path,
+    out_path: Path,
+    *,
+    threads: int = 1,
+    batch_size: int = 32,
+    rounds: int = 3,
+    latency_samples: int = 200,
+    dtype: str = "float32",
+    timeout_s: float = 3600,
+) -> dict[str, Any]:
+    """Run the child process on `artifact` and return its measurement (probabilities in `probs_path`)."""
+    cmd = [
+        sys.executable, "-m", "compressor.measure", str(artifact), str(texts_path), str(out_path),
+        "--threads", str(threads), "--batch-size", str(batch_size), "--rounds", str(rounds),
+        "--latency-samples", str(latency_samples), "--dtype", dtype,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"measuring {artifact} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(Path(out_path).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifact")
+    parser.add_argument("texts")
+    parser.add_argument("out")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args(argv)
+    result = _child(args)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Int8 inference on CPU: per-channel symmetric weights, dynamic per-token symmetric activations.
+
+`Int8Linear` multiplies int8 activations by int8 weights with `torch._int_mm` (int32 accumulation;
+oneDNN with VNNI on x86) and rescales the int32 result by the token and channel scales. Projections that
+read the same input (q/k/v, gate/up) can be fused into one `Int8Linear` so each activation is quantized
+once. `Int8Embedding` keeps one int8 row and one scale per token and dequantizes only the rows looked up.
+
+This module imports torch at top level: import it lazily from code on the CLI's start-up path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+QMAX = 127  # symmetric int8 in [-127, 127]: negation never overflows, zero point is always 0
+
+
+def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 weight [out, in], float32 scale [out])."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / QMAX).clamp_min(1e-12)
+    q = torch.round(w / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    return q, scale
+
+
+def dequantize_per_channel(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Float32 weight from int8 values and per-channel scales."""
+    return q.float() * scale.float().reshape(-1, 1)
+
+
+def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric dynamic int8 over the last dimension: (int8 values, float32 scales [..., 1])."""
+    # max(amax, -amin) is several times faster on CPU than abs().amax() or an inf-norm reduction
+    absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg_())
+    scale = absmax.div_(QMAX).clamp_min_(1e-12)
+    return torch.round(x / scale).to(torch.int8), scale
+
+
+def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Per-channel int8 round trip; the gradient passes straight through (quantization-aware training)."""
+    scale = (weight.detach().abs().amax(dim=1, keepdim=True) / QMAX).clamp_min(1e-12)
+    q = torch.round(weight.detach() / scale).clamp_(-QMAX, QMAX) * scale
+    return weight + (q - weight).detach()
+
+
+def fake_quantize_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Per-token int8 round trip; the gradient passes straight through."""
+    scale = (x.detach().abs().amax(dim=-1, keepdim=True) / QMAX).clamp_min(1e-12)
+    q = torch.round(x.detach() / scale).clamp_(-QMAX, QMAX) * scale
+    return x + (q - x).detach()
+
+
+class Int8Linear(nn.Module):
+    """y = (int8(x) @ int8(W)^T) * s_x * s_w + b: one int8 GEMM per call, int32 accumulation."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if qweight.dtype != torch.int8 or qweight.dim() != 2:
+            raise ValueError(f"Int8Linear needs a 2-D int8 weight, got {qweight.dtype} {tuple(qweight.shape)}")
+        if scale.numel() != qweight.shape[0]:
+            raise ValueError(f"{scale.numel()} scales for {qweight.shape[0]} output channels")
+        self.out_features, self.in_features = qweight.shape
+        # stored [in, out] contiguous: the operand layout torch._int_mm consumes without a copy
+        self.register_buffer("qweight_t", qweight.t().contiguous())
+        self.register_buffer("scale", scale.detach().float().reshape(1, -1).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        q, scale = quantize_per_channel(linear.weight)
+        return cls(q, scale, linear.bias)
+
+    @property
+    def qweight(self) -> torch.Tensor:
+        """The int8 weight as [out, in] (a view)."""
+        return self.qweight_t.t()
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return dequantize_per_channel(self.qweight, self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        q, sx = quantize_per_token(x.reshape(-1, self.in_features).float())
+        # an explicit float() then in-place scaling beats type-promoting int32 * float32 kernels on CPU
+        y = torch._int_mm(q, self.qweight_t).float().mul_(sx).mul_(self.scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 int8"
+
+
+class Int8Embedding(nn.Module):
+    """Token embedding stored as int8 rows with one float32 scale per row."""
+
+    def __init__(self, weight: torch.Tensor, padding_idx: int | None = None) -> None:
+        super().__init__()
+        q, scale = quantize_per_channel(weight)
+        self.num_embeddings, self.embedding_dim = q.shape
+        self.padding_idx = padding_idx
+        self.register_buffer("qweight", q)
+        self.register_buffer("scale", scale.reshape(-1, 1).contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.qweight[ids].float().mul_(self.scale[ids])
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table, for code that reads `embed_tokens.weight` (its dtype or device)."""
+        return dequantize_per_channel(self.qweight, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
