@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar, Union
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -86,7 +86,8 @@ def canonical_url(url: str) -> str:
     host = (parts.hostname or "").lower()
     if parts.port and not (scheme == "http" and parts.port == 80 or scheme == "https" and parts.port == 443):
         host = f"{host}:{parts.port}"
-    path = parts.path.rstrip("/") or "/"
+    # Percent-encode what must be (a space, say) but leave escapes alone, so the result is a fixed point.
+    path = quote(parts.path, safe="/%:@!$&'()*+,;=-._~").rstrip("/") or "/"
     query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _TRACKING_PARAMS)
     return urlunsplit((scheme, host, path, urlencode(query), ""))
 
