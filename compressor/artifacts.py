@@ -236,9 +236,12 @@ def save_sparse24(model: Any, masks: dict[str, torch.Tensor], tokenizer: Any, ou
             tensors[f"{lname}.bias"] = module.bias.detach()
     plain = plain_copy(model)
     tensors.update(_rest(plain, set(masks)))
+    quantized = any(isinstance(modules[n], Int8Linear) for n in masks)
+    if quantized:  # as in the W8A8 export: the quantize stage already rounded the embedding to bf16
+        key = "model.embed_tokens.weight"
+        tensors[key] = tensors[key].to(torch.bfloat16)
     _prepare(out, plain, tokenizer)
     _save_tensors(tensors, out / WEIGHT_FILES["sparse24"])
-    quantized = any(isinstance(modules[n], Int8Linear) for n in masks)
     runtime = {"kind": "sparse24", "values": "int8" if quantized else "float32", "int8_embeddings": int8_embeddings,
                "note": "2:4 storage only on CPU: expanded to dense on load"}
     return write_meta(out, name=name, lineage=lineage, runtime=runtime, max_length=max_length)

@@ -235,9 +235,9 @@ def _default_stages() -> list[Any]:
 
 def _default_comparisons() -> list[Comparison]:
     return [
-        Comparison(name="sparsity_24", stages=[Sparsity24Spec(finetune=Finetune(epochs=1))]),
-        Comparison(name="lowrank", stages=[LowRankSpec()]),
-        Comparison(name="weight_sharing", stages=[WeightSharingSpec()]),
+        Comparison(name="dense+sparsity_24", stages=[Sparsity24Spec(finetune=Finetune(epochs=1))]),
+        Comparison(name="dense+lowrank", stages=[LowRankSpec()]),
+        Comparison(name="dense+weight_sharing", stages=[WeightSharingSpec()]),
     ]
 
 

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,6 +58,8 @@ class TrainConfig:
     length_buckets: bool = False  # batch texts of similar length: far less padding, faster epochs
     pretrain_epochs: int = 0  # >0: first train the body as a causal LM on the training texts (self-pretraining)
     pretrain_learning_rate: float | None = None  # default: learning_rate
+    distill_alpha: float = 0.0  # >0 with a `teacher` passed to train(): weight of its soft targets
+    distill_temperature: float = 1.0
 
     def model_config(self, tokenizer: PreTrainedTokenizerFast) -> Any:
         from transformers import LlamaConfig
@@ -235,8 +238,15 @@ def train(
     eval_path: str | Path | None = None,
     config: TrainConfig | None = None,
     progress: bool = True,
+    teacher: Callable[[list[str]], Any] | None = None,
+    teacher_name: str | None = None,
 ) -> dict[str, Any]:
-    """Train a classifier on `train_path` and write the checkpoint to `out`; return the report."""
+    """Train a classifier on `train_path` and write the checkpoint to `out`; return the report.
+
+    `teacher`, if given, maps texts to logits (N x 3, columns bearish/neutral/bullish); with
+    `config.distill_alpha > 0` the model also learns from those soft targets (knowledge distillation).
+    `teacher_name` goes into the lineage.
+    """
     import torch
     from transformers import LlamaForSequenceClassification
 
@@ -264,11 +274,22 @@ def train(
         unk_id=tokenizer.unk_token_id,
         special_ids=frozenset(tokenizer.all_special_ids),
     )
+    distilling = teacher is not None and config.distill_alpha > 0
+    if config.distill_alpha > 0 and teacher is None:
+        raise ValueError("distill_alpha > 0 needs a teacher")
+    if distilling:
+        import numpy as np
+
+        data.teacher_logits = np.asarray(teacher(fit_corpus.texts), dtype=np.float32)  # type: ignore[misc]
+        if data.teacher_logits.shape != (len(fit_corpus.texts), len(LABELS)):
+            raise ValueError(f"teacher returned shape {data.teacher_logits.shape}, expected "
+                             f"({len(fit_corpus.texts)}, {len(LABELS)})")
     loop = LoopConfig(
         epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction,
         token_dropout=config.token_dropout, label_smoothing=config.label_smoothing,
         length_buckets=config.length_buckets, seed=config.seed,
+        distill_alpha=config.distill_alpha if distilling else 0.0, distill_temperature=config.distill_temperature,
     )
     select = val_corpus or eval_corpus
 
@@ -308,6 +329,7 @@ def train(
         "train_sha256": train_corpus.sha256,
         "eval_sha256": eval_corpus.sha256 if eval_corpus else None,
         "recipe": {"stage": "train", **asdict(config)},
+        "teacher": teacher_name if teacher is not None and config.distill_alpha > 0 else None,
     }
     meta = save_checkpoint(model, tokenizer, out, name=config.name, lineage=lineage, report=report)
     report["model"] = {"name": meta["name"], "version": meta["version"], "content_hash": meta["content_hash"]}

@@ -71,6 +71,10 @@ class PruneStage(Stage):
             raise RecipeError(f"{where}: ffn {ffn} but the model's MLP has only {shape.ffn} channels")
         if hidden > shape.hidden:
             raise RecipeError(f"{where}: hidden {hidden} but the model has only {shape.hidden} channels")
+        if hidden % heads:
+            # transformers' LlamaConfig refuses this even with an explicit head_dim, so no loader would read it
+            raise RecipeError(f"{where}: hidden size {hidden} is not a multiple of {heads} attention heads; "
+                              "a LlamaConfig needs hidden_size % num_attention_heads == 0")
         self.targets = {"attention_heads": heads, "kv_heads": kv, "ffn": ffn, "hidden": hidden}
         return shape.with_(attention_heads=heads, kv_heads=kv, ffn=ffn, hidden=hidden)
 

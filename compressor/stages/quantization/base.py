@@ -25,10 +25,19 @@ def _set(model: Any, name: str, module: nn.Module) -> None:
 
 
 def to_int8(model: Any) -> int:
-    """Replace every decoder linear layer by an `Int8Linear` (per-channel absmax scales); return the count."""
+    """Replace every decoder linear layer by an `Int8Linear` (per-channel absmax scales); return the count.
+
+    The token embedding is rounded to bfloat16, the precision the W8A8 export stores it in, so the model
+    in memory computes exactly what the saved artifact computes.
+    """
+    import torch
+
     linears = linear_layers(model)
     for name, linear in linears.items():
         _set(model, name, Int8Linear.from_linear(linear))
+    with torch.no_grad():
+        emb = model.model.embed_tokens.weight
+        emb.copy_(emb.to(torch.bfloat16).to(emb.dtype))
     return len(linears)
 
 
