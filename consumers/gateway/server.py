@@ -16,7 +16,6 @@ The same port answers `GET /healthz` (Redis reachable: 200, else 503) and `GET /
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import random
@@ -430,15 +429,18 @@ class Gateway:
         streams = {stream_key(s): c for s, c in self._cursors.items()}
         read = asyncio.ensure_future(self.redis.xread(streams, count=self.settings.read_count,
                                                       block=self.settings.read_block_ms))
+        read.add_done_callback(_retrieve)  # an abandoned read's failure is of no interest
         changed = asyncio.ensure_future(self._changed.wait())
         try:
             done, _ = await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
+            if not read.done():
+                # A symbol was added or dropped (or we are stopping): nothing read is lost, the
+                # cursors did not move.
+                read.cancel()
         if read not in done:
-            read.cancel()  # a symbol was added or dropped; nothing read is lost: cursors did not move
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await read
+            await asyncio.wait({read})  # neither raises its outcome nor swallows our own cancellation
             return
         for stream, entries in read.result() or []:
             symbol = _text(stream).removeprefix("signals:")
@@ -534,6 +536,12 @@ class Gateway:
             await asyncio.wait_for(ws.close(code, message), timeout=self.settings.close_timeout_s)
         except asyncio.TimeoutError:
             ws.transport.abort()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a finished future's exception as seen, so that dropping it logs nothing."""
+    if not future.cancelled():
+        future.exception()
 
 
 def check_settings(settings: GatewaySettings) -> None:

@@ -22,6 +22,14 @@ CRYPTO = RECORDINGS / "crypto-synthetic-1d"
 DEMO = RECORDINGS / "demo"
 
 
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch):
+    """In-process CLI runs must not point structlog at CliRunner's captured (then closed) stderr."""
+    import finsignal.log
+
+    monkeypatch.setattr(finsignal.log, "configure_logging", lambda *args, **kwargs: None)
+
+
 @pytest.fixture(scope="module")
 def crypto_report(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
