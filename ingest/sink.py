@@ -50,6 +50,10 @@ class SinkClosed(RuntimeError):
     """`publish` after `close`."""
 
 
+class _Abandoned(Exception):
+    """`close` gave up waiting for a broker that does not acknowledge."""
+
+
 class KafkaSink:
     """Publish to Kafka from asyncio without ever blocking the loop; backpressure instead of memory growth."""
 
@@ -62,6 +66,7 @@ class KafkaSink:
         self._in_flight_bytes = 0
         self.max_in_flight_seen = 0  # high-water mark of unacknowledged bytes, for benchmarks and tests
         self._credit = threading.Condition()
+        self._abandon = threading.Event()
         self.topics = topics
         self.source = source
         self._factory = producer_factory
@@ -137,17 +142,37 @@ class KafkaSink:
         self._closed = True
         try:
             if self._drain is not None and not self._drain.done():
-                with contextlib.suppress(asyncio.TimeoutError):
+                try:
                     await asyncio.wait_for(self._queue.join(), timeout_s)  # type: ignore[union-attr]
+                except asyncio.TimeoutError:
+                    # The broker does not keep up: give up on what is left rather than hang the shutdown.
+                    self._abandon.set()
+                    log.error("kafka.sink_abandoned", source=self.source, queued=self.pending,
+                              in_flight_bytes=self._in_flight_bytes, timeout_s=timeout_s)
         finally:
             if self._drain is not None:
                 self._drain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._drain
             if self._producer is not None and self._loop is not None:
-                await self._loop.run_in_executor(self._thread, self._producer.close, timeout_s)
+                await self._loop.run_in_executor(self._thread, self._close_producer, timeout_s)
             self._thread.shutdown(wait=True)
             QUEUE_DEPTH.labels(self.source).set(0)
+
+    def _close_producer(self, timeout_s: float) -> None:
+        """Flush and close; a broker that does not acknowledge in time costs the unsent records, not a hang."""
+        from kafka.errors import KafkaTimeoutError
+
+        assert self._producer is not None
+        try:
+            self._producer.close(timeout_s)
+        except KafkaTimeoutError:
+            log.error("kafka.close_timeout", source=self.source, timeout_s=timeout_s,
+                      in_flight_bytes=self._in_flight_bytes)
+            # kafka-python's close() raises from its flush before reaching its own force-close.
+            sender = getattr(self._producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
 
     async def _drain_forever(self) -> None:
         assert self._queue is not None and self._loop is not None
@@ -169,8 +194,15 @@ class KafkaSink:
 
         assert self._producer is not None
         counts: dict[str, int] = {}
-        for job in batch:
-            self._take_credit(job.size)
+        for i, job in enumerate(batch):
+            try:
+                self._take_credit(job.size)
+            except _Abandoned:
+                for left in batch[i:]:
+                    self._resolve(left.ack, SinkClosed("abandoned at shutdown: the broker did not keep up"))
+                DELIVERY_FAILURES.labels(self.source).inc(len(batch) - i)
+                log.error("kafka.records_abandoned", source=self.source, records=len(batch) - i)
+                break
             while True:
                 try:
                     future = job.send(self._producer)
@@ -202,7 +234,9 @@ class KafkaSink:
         """Wait until `size` more unacknowledged bytes fit the budget (one record always fits an idle budget)."""
         with self._credit:
             while self._in_flight_bytes and self._in_flight_bytes + size > self.max_in_flight_bytes:
-                self._credit.wait(1.0)
+                if self._abandon.is_set():
+                    raise _Abandoned
+                self._credit.wait(0.2)
             self._in_flight_bytes += size
             self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight_bytes)
 
@@ -220,7 +254,8 @@ class KafkaSink:
 
     def _on_error(self, job: _Job, exc: BaseException) -> None:
         DELIVERY_FAILURES.labels(self.source).inc()
-        log.error("kafka.delivery_failed", source=self.source, kind=job.kind, error=repr(exc))
+        if not self._abandon.is_set():  # after giving up, close() has already said how much was lost
+            log.error("kafka.delivery_failed", source=self.source, kind=job.kind, error=repr(exc))
         self._resolve(job.ack, exc)
 
     def _resolve(self, ack: asyncio.Future | None, exc: BaseException | None, result: Any = None) -> None:

@@ -11,6 +11,7 @@ from kafka.future import Future
 from ingest.kafka import DEADLETTER_REASON, DeadLetter
 from ingest.settings import TopicSettings
 from ingest.sink import KafkaSink, SinkClosed
+from tests.ingest.servers import until
 
 
 class SlowProducer:
@@ -79,7 +80,8 @@ def test_unacknowledged_bytes_and_queue_are_bounded_and_the_source_waits():
                 published += 1
 
         task = asyncio.create_task(source())
-        for _ in range(200):
+        await until(lambda: len(producer.sent) == 10 and sink.pending == 5)
+        for _ in range(20):
             await asyncio.sleep(0.005)
         # the broker acknowledged nothing: 10 records in flight, 5 queued, at most one batch in hand
         assert not task.done()
@@ -131,3 +133,20 @@ def test_dead_letters_keep_the_raw_bytes_and_carry_the_reason():
     [(topic, key, value, headers)] = producer.sent
     assert (topic, key, value) == ("dl", b"key", b"\xff{not json")
     assert dict(headers)[DEADLETTER_REASON] == b"malformed JSON"
+
+
+def test_close_gives_up_on_a_broker_that_never_acknowledges_instead_of_hanging():
+    producer = SlowProducer()
+
+    async def scenario() -> None:
+        sink = await KafkaSink(lambda: producer, TopicSettings(), source="t", queue_size=5,
+                               max_in_flight_bytes=2_000).start()
+        ack = None
+        for i in range(6):
+            future = await sink.publish("x", None, bytes(1000), ack=True)
+            ack = ack or future
+        await until(lambda: len(producer.sent) == 2)
+        await sink.close(timeout_s=0.2)  # returns: the two in flight stay with the producer, the rest is dropped
+        assert len(producer.sent) == 2
+
+    asyncio.run(scenario())
