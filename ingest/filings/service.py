@@ -70,7 +70,11 @@ class FilingsIngestor:
                 for form in self.settings.forms:
                     if stop.is_set():
                         break
-                    await self._poll_form(form, queue)
+                    try:
+                        await self._poll_form(form, queue)
+                    except Exception:  # noqa: BLE001 - one bad poll must not end the service
+                        ERRORS.labels(SOURCE, "unexpected").inc()
+                        log.exception("filings.poll_failed", form=form)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
         finally:
