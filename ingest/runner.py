@@ -140,7 +140,9 @@ async def run_sources(sources: list[str], kafka: KafkaSettings, topics: TopicSet
         relay = asyncio.create_task(_relay(stop, own_stop))
         try:
             await run_source(name, kafka, topics, own_stop, redis_url=redis_url, ingest=ingest)
-        except Exception:  # noqa: BLE001 - e.g. filings without a User-Agent: say so, keep the rest running
+        except ValueError as exc:  # configuration (e.g. filings without a User-Agent): say so, run the rest
+            log.error("ingest.source_not_started", source=name, reason=str(exc))
+        except Exception:  # noqa: BLE001 - a source that died must not take the others with it
             log.exception("ingest.source_failed", source=name)
         finally:
             relay.cancel()
