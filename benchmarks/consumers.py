@@ -55,7 +55,8 @@ def bench_backtest(quick: bool) -> list[dict[str, Any]]:
         rec = load_recording(root / name, config.replay)
         # The batches the replay forms, scored directly: model time with no replay around it.
         clock = ReplayClock()
-        batches = [b.documents for b in SignalReplay(_NullScorer(), clock, config.replay).run(rec.events)]
+        plan = SignalReplay(_NullScorer(), clock, config.replay.resolved(settings), token_budget=settings.token_budget)
+        batches = [b.documents for b in plan.run(rec.events)]
         scorer = SignalScorer(model, settings)
         for docs in batches:  # warm-up: every batch shape once
             scorer.score(list(docs))

@@ -157,7 +157,8 @@ def backtest(
     size: Annotated[float, typer.Option(min=0, help="notional per trade, fraction of capital")] = 1.0,
     latency_ms: Annotated[int, typer.Option(min=0, help="delay from signal to order")] = 0,
     overlap: Annotated[str, typer.Option(help="signal while holding: ignore or reverse")] = "ignore",
-    batch_window_ms: Annotated[int, typer.Option(min=0, help="documents scored together within this window")] = 200,
+    batch_window_ms: Annotated[Optional[int], typer.Option(
+        min=0, help="documents scored together within this window (default: the worker's max_wait_ms)")] = None,
     time_basis: Annotated[str, typer.Option(help="event (ts_event) or ingest (ts_ingest)")] = "event",
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
 ) -> None:

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from signals.settings import WorkerSettings
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -15,13 +17,22 @@ class ReplayConfig(_Config):
     """How recorded documents reach the scorer."""
 
     batch_window_ms: Annotated[int, Field(ge=0, description=(
-        "documents arriving within this window of the first one are scored together, as by the worker's poll; "
-        "the batch is scored, and its signals stamped, when the window closes"))] = 200
-    max_batch_docs: Annotated[int, Field(ge=1, description="a batch is scored as soon as it holds this many")] = 32
+        "documents arriving within this window of the first one are scored together, and the batch is "
+        "scored, and its signals stamped, when the window closes; unset: the worker's max_wait_ms"))] | None = None
+    max_batch_docs: Annotated[int, Field(ge=1, description=(
+        "a batch is scored as soon as it holds this many; unset: the worker's max_pending"))] | None = None
     time_basis: Literal["event", "ingest"] = Field("event", description=(
         "order and stamp events by ts_event (when they happened), or by ts_ingest (when we saw them: stricter, "
         "a late-ingested filing only counts from when it arrived)"))
     document_topics: tuple[str, ...] = Field(("news", "filings"), description="recording topics holding documents")
+
+
+    def resolved(self, worker: WorkerSettings) -> ReplayConfig:
+        """Unset batching filled in from the worker's settings, as the worker would batch."""
+        return self.model_copy(update={
+            "batch_window_ms": self.batch_window_ms if self.batch_window_ms is not None else worker.max_wait_ms,
+            "max_batch_docs": self.max_batch_docs if self.max_batch_docs is not None else worker.max_pending,
+        })
 
 
 class StrategyConfig(_Config):

@@ -70,7 +70,8 @@ def replay_signals(
 
     clock = ReplayClock()
     market = MarketContextStore(settings.vol_window_s) if settings.market_context else None
-    replay = SignalReplay(SignalScorer(model, settings, clock, market), clock, config.replay, market)
+    replay = SignalReplay(SignalScorer(model, settings, clock, market), clock, config.replay.resolved(settings),
+                          market, token_budget=settings.token_budget)
     signals: list[Signal] = []
     events = tqdm(recording.events, desc="backtest", unit="event", disable=not progress)
     for batch in replay.run(events):
@@ -100,6 +101,7 @@ def run_backtest(
     sim = simulate(signals, recording.prices, config.strategy)
     results = outcomes(signals, recording.prices, config.strategy)
     curve = equity_curve(sim.trades, recording.prices, config.strategy)
+    config = config.model_copy(update={"replay": config.replay.resolved(settings)})  # report what was used
     result = BacktestResult(config, recording, model.info, signals, stats, sim, results, curve, {})
     result.metrics = _metrics(result, settings)
     if out_dir is not None:

@@ -2,8 +2,9 @@
 
 The replay owns a simulated clock (`ReplayClock`) that is injected into `signals.worker.SignalScorer`:
 it reads the time of the event being replayed, never the wall clock. Documents are batched as the
-worker's poll loop batches them: a batch opens with its first document and closes `batch_window_ms`
-later, or as soon as it holds `max_batch_docs`. It is scored when it closes, and that time becomes the
+worker batches them: a batch opens with its first document and closes `batch_window_ms` later (the
+worker's `max_wait_ms`), or as soon as it holds `max_batch_docs` documents or about `token_budget`
+tokens (4 characters a token, the worker's estimate). It is scored when it closes, and that time becomes the
 `ts_scored` of its signals. A signal is available to a strategy from `ts_scored` on, and everything that
 went into it (its batch) is timed at or before `ts_scored`. Cutting a recording at any time T therefore
 leaves every signal scored at or before T unchanged, byte for byte (tests/consumers check this property).
@@ -87,11 +88,15 @@ class SignalReplay:
     """Feeds replay events to a scorer in event time; see the module docstring."""
 
     def __init__(self, scorer: Scorer, clock: ReplayClock, config: ReplayConfig | None = None,
-                 market: MarketFeed | None = None) -> None:
+                 market: MarketFeed | None = None, *, token_budget: int | None = None) -> None:
+        config = config or ReplayConfig()
+        if config.batch_window_ms is None or config.max_batch_docs is None:
+            raise ValueError("resolve the batching (ReplayConfig.resolved) before replaying")
         self.scorer = scorer
         self.clock = clock
-        self.config = config or ReplayConfig()
+        self.config = config
         self.market = market
+        self.token_budget = token_budget
         self.stats = ReplayStats()
         self._emitted: set[str] = set()
 
@@ -99,10 +104,12 @@ class SignalReplay:
         """Replay events in the order given (which must be time order); yield each scored batch."""
         pending: list[Document] = []
         deadline: int | None = None
+        chars = 0
+        window_ns = self.config.batch_window_ms * 1_000_000  # type: ignore[operator]
         for ev in events:
             if deadline is not None and ev.ts >= deadline:
                 yield self._flush(pending, deadline)  # the window closed before this event
-                pending, deadline = [], None
+                pending, deadline, chars = [], None, 0
             self.clock.advance_to(ev.ts)
             if not isinstance(ev.payload, Document):
                 self.stats.market_events += 1
@@ -111,11 +118,13 @@ class SignalReplay:
                 continue
             self.stats.documents += 1
             pending.append(ev.payload)
+            chars += len(ev.payload.text)
             if deadline is None:
-                deadline = ev.ts + self.config.batch_window_ms * 1_000_000
-            if len(pending) >= self.config.max_batch_docs:
+                deadline = ev.ts + window_ns
+            if len(pending) >= self.config.max_batch_docs or (  # type: ignore[operator]
+                    self.token_budget is not None and chars / 4 >= self.token_budget):
                 yield self._flush(pending, ev.ts)
-                pending, deadline = [], None
+                pending, deadline, chars = [], None, 0
         if pending:
             assert deadline is not None
             yield self._flush(pending, deadline)

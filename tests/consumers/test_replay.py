@@ -23,12 +23,13 @@ from tests.consumers.helpers import BASE_NS, BatchSensitiveModel
 MS = 1_000_000
 
 
-def replay(events: list[ReplayEvent], config: ReplayConfig, max_batch: int = 4) -> list[ScoredBatch]:
+def replay(events: list[ReplayEvent], config: ReplayConfig, max_batch: int = 4,
+           token_budget: int | None = None) -> list[ScoredBatch]:
     """Replay through the worker's scorer, with market context fed in replay order as the engine does."""
     clock = ReplayClock()
     market = MarketContextStore(vol_window_s=60)
     scorer = SignalScorer(BatchSensitiveModel(), WorkerSettings(max_batch=max_batch, token_budget=64), clock, market)
-    return list(SignalReplay(scorer, clock, config, market).run(events))
+    return list(SignalReplay(scorer, clock, config, market, token_budget=token_budget).run(events))
 
 
 def doc_event(i: int, t_ms: int, symbols: tuple[str, ...] = ("BTCUSDT",), title: str | None = None) -> ReplayEvent:
@@ -60,7 +61,7 @@ def test_a_full_batch_is_scored_at_the_document_that_fills_it():
 
 
 def test_an_event_at_the_closing_time_is_not_in_the_closing_batch():
-    batches = replay([doc_event(1, 0), doc_event(2, 200)], ReplayConfig(batch_window_ms=200))
+    batches = replay([doc_event(1, 0), doc_event(2, 200)], ReplayConfig(batch_window_ms=200, max_batch_docs=8))
 
     assert [len(b.documents) for b in batches] == [1, 1]
 
@@ -72,12 +73,25 @@ def test_a_document_recorded_twice_yields_one_signal_and_market_wide_news_follow
 
     clock = ReplayClock()
     scorer = SignalScorer(BatchSensitiveModel(), WorkerSettings(no_symbol_policy="skip"), clock)
-    replayer = SignalReplay(scorer, clock, ReplayConfig())
+    replayer = SignalReplay(scorer, clock, ReplayConfig().resolved(WorkerSettings()))
     signals = [s for b in replayer.run(events) for s in b.signals]
 
     assert len(signals) == 1
     assert replayer.stats.duplicate_signals == 1
     assert replayer.stats.documents_without_signal == 1
+
+
+def test_unset_batching_follows_the_worker_settings_and_the_token_budget_closes_a_batch():
+    config = ReplayConfig().resolved(WorkerSettings(max_wait_ms=50, max_pending=100))
+    long_title = "bitcoin " * 30  # 240 characters: about 60 tokens
+    events = [doc_event(1, 0, title=long_title), doc_event(2, 10, title=long_title + "!"), doc_event(3, 20)]
+
+    clock = ReplayClock()
+    scorer = SignalScorer(BatchSensitiveModel(), WorkerSettings(), clock)
+    batches = list(SignalReplay(scorer, clock, config, token_budget=100).run(events))
+
+    assert (config.batch_window_ms, config.max_batch_docs) == (50, 100)
+    assert [((b.ts_scored - BASE_NS) // MS, len(b.documents)) for b in batches] == [(10, 2), (70, 1)]
 
 
 def test_the_replay_clock_never_goes_back():
@@ -125,8 +139,10 @@ def _write(rows: list[tuple[str, int, bytes, bytes]], directory: Path) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=recordings(), cut_step=st.integers(0, 70), window_ms=st.sampled_from([0, 50, 200, 1_000]),
-       max_docs=st.integers(1, 5), basis=st.sampled_from(["event", "ingest"]))
-def test_no_signal_or_entry_depends_on_an_event_later_than_itself(rows, cut_step, window_ms, max_docs, basis):
+       max_docs=st.integers(1, 5), basis=st.sampled_from(["event", "ingest"]),
+       budget=st.sampled_from([None, 8, 30]))
+def test_no_signal_or_entry_depends_on_an_event_later_than_itself(rows, cut_step, window_ms, max_docs, basis,
+                                                                    budget):
     config = ReplayConfig(batch_window_ms=window_ms, max_batch_docs=max_docs, time_basis=basis)
     with tempfile.TemporaryDirectory() as tmp:
         _write(rows, Path(tmp))
@@ -134,8 +150,8 @@ def test_no_signal_or_entry_depends_on_an_event_later_than_itself(rows, cut_step
     cut = BASE_NS + cut_step * 50 * MS
     before = [e for e in rec.events if e.ts <= cut]  # the world as known at `cut`
 
-    full = replay(rec.events, config, max_batch=2)
-    known = replay(before, config, max_batch=2)
+    full = replay(rec.events, config, max_batch=2, token_budget=budget)
+    known = replay(before, config, max_batch=2, token_budget=budget)
 
     for batch in full:  # nothing scored before it happened
         assert all((d.ts_ingest if basis == "ingest" else d.ts_event) <= batch.ts_scored for d in batch.documents)
