@@ -158,6 +158,69 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     ).as_dict()
 
 
+def _compare_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Load several artifacts in one process and time them in alternation: a side-by-side comparison
+    that background load on a shared machine affects equally."""
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from compressor.artifacts import tensor_bytes
+    from compressor.runtime.loader import load_classifier
+
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    texts = json.loads(Path(args.texts).read_text())
+    runs = []
+    for directory, dtype in zip(args.compare, args.dtypes or ["float32"] * len(args.compare)):
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        meta_path = Path(directory) / "finsignal.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        ids = tokenizer(texts, truncation=True, max_length=int(meta.get("max_length") or 512))["input_ids"]
+        padded = [tokenizer.pad({"input_ids": [ids[i] for i in b]}, return_tensors="pt")
+                  for b in _batches(ids, args.batch_size)]
+        model = load_classifier(directory, dtype=dtype)
+        runs.append({"artifact": directory, "dtype": dtype, "model": model, "padded": padded, "ids": ids,
+                     "rates": [], "latencies": [], "model_bytes": tensor_bytes(model)})
+    with torch.inference_mode():
+        for run in runs:  # warm-up pass each
+            for enc in run["padded"]:
+                run["model"](**enc, use_cache=False)
+        for _ in range(args.rounds):
+            for run in runs:
+                t0 = time.perf_counter()
+                for enc in run["padded"]:
+                    run["model"](**enc, use_cache=False)
+                run["rates"].append(len(texts) / (time.perf_counter() - t0))
+            for i in range(min(args.latency_samples, len(texts))):
+                for run in runs:
+                    ids = run["ids"][i]
+                    one = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+                    t0 = time.perf_counter()
+                    run["model"](**one, use_cache=False)
+                    run["latencies"].append((time.perf_counter() - t0) * 1000)
+    return {"threads": args.threads, "rounds": args.rounds, "documents": len(texts), "results": [
+        {"artifact": r["artifact"], "dtype": r["dtype"], "model_bytes": r["model_bytes"],
+         "docs_per_second": statistics.median(r["rates"]), "rates": r["rates"],
+         "p50_latency_ms": statistics.median(r["latencies"])} for r in runs]}
+
+
+def compare_artifacts(artifacts: list[Path], texts_path: Path, out_path: Path, *, dtypes: list[str] | None = None,
+                      threads: int = 1, batch_size: int = 32, rounds: int = 5, latency_samples: int = 100,
+                      timeout_s: float = 3600) -> dict[str, Any]:
+    """Time `artifacts` side by side (alternating, one process); see `_compare_child`."""
+    cmd = [sys.executable, "-m", "compressor.measure", "--compare", *map(str, artifacts), "--texts-file",
+           str(texts_path), "--out-file", str(out_path), "--threads", str(threads), "--batch-size", str(batch_size),
+           "--rounds", str(rounds), "--latency-samples", str(latency_samples)]
+    if dtypes:
+        cmd += ["--dtypes", *dtypes]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"side-by-side timing failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(Path(out_path).read_text())
+
+
 def measure_artifact(
     artifact: Path,
     texts_path: Path,
@@ -185,6 +248,20 @@ def measure_artifact(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--compare" in argv:
+        parser.add_argument("--compare", nargs="+", required=True)
+        parser.add_argument("--dtypes", nargs="+")
+        parser.add_argument("--texts-file", dest="texts", required=True)
+        parser.add_argument("--out-file", dest="out", required=True)
+        parser.add_argument("--threads", type=int, default=1)
+        parser.add_argument("--batch-size", type=int, default=32)
+        parser.add_argument("--rounds", type=int, default=5)
+        parser.add_argument("--latency-samples", type=int, default=100)
+        args = parser.parse_args(argv)
+        Path(args.out).write_text(json.dumps(_compare_child(args), indent=2) + "\n")
+        return
     parser.add_argument("artifact")
     parser.add_argument("texts")
     parser.add_argument("out")

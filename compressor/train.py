@@ -52,6 +52,7 @@ class TrainConfig:
     keep_best: bool = field(default=True, metadata={"help": "keep the epoch with the best eval macro-F1"})
     # Added for real corpora; the defaults keep the original behaviour.
     normalize_urls: bool = False  # tokenizer maps every URL to "<url>": shorter inputs, no random t.co noise
+    lowercase: bool = False  # tokenizer lowercases: fewer, better-trained tokens on a small corpus
     validation_fraction: float = 0.0  # >0: hold out this stratified share of train to pick the best epoch
     token_dropout: float = 0.0  # chance a text token is replaced by <unk> during training (regularizer)
     label_smoothing: float = 0.0
@@ -90,7 +91,7 @@ URL_PATTERN = r"https?://\S+"
 
 
 def train_tokenizer(
-    texts: list[str], vocab_size: int, max_length: int, normalize_urls: bool = False
+    texts: list[str], vocab_size: int, max_length: int, normalize_urls: bool = False, lowercase: bool = False
 ) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on the corpus; every text becomes `<s> ... </s>`.
 
@@ -102,8 +103,10 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    if normalize_urls:
-        tok.normalizer = normalizers.Replace(Regex(URL_PATTERN), "<url>")
+    rules = ([normalizers.Replace(Regex(URL_PATTERN), "<url>")] if normalize_urls else []) + (
+        [normalizers.Lowercase()] if lowercase else [])
+    if rules:
+        tok.normalizer = normalizers.Sequence(rules)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -265,7 +268,8 @@ def train(
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    tokenizer = train_tokenizer(fit_corpus.texts, config.vocab_size, config.max_length, config.normalize_urls)
+    tokenizer = train_tokenizer(fit_corpus.texts, config.vocab_size, config.max_length, config.normalize_urls,
+                                config.lowercase)
     model = LlamaForSequenceClassification(config.model_config(tokenizer))
     data = TrainSet(
         input_ids=tokenizer(fit_corpus.texts, truncation=True, max_length=config.max_length)["input_ids"],

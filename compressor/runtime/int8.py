@@ -113,3 +113,76 @@ class Int8Embedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
+
+
+class FusedInt8(nn.Module):
+    """Several `Int8Linear`s reading the same input (q/k/v, gate/up) as one int8 GEMM.
+
+    The input is quantized once and multiplied once; each projection's `Int8Slice` returns its columns.
+    The result is cached for the input object it was computed from (held by reference, so no other
+    tensor can take its identity) and dropped once every slice has been served.
+    """
+
+    def __init__(self, parts: list[Int8Linear]) -> None:
+        super().__init__()
+        in_features = {p.in_features for p in parts}
+        if len(in_features) != 1:
+            raise ValueError(f"fused projections must share the input width, got {sorted(in_features)}")
+        self.in_features = in_features.pop()
+        self.sizes = [p.out_features for p in parts]
+        self.register_buffer("qweight_t", torch.cat([p.qweight_t for p in parts], dim=1).contiguous())
+        self.register_buffer("scale", torch.cat([p.scale for p in parts], dim=1).contiguous())
+        biases = [p.bias for p in parts]
+        self.register_buffer("bias", None if all(b is None for b in biases) else torch.cat(
+            [b if b is not None else torch.zeros(n) for b, n in zip(biases, self.sizes)]))
+        self._input: torch.Tensor | None = None
+        self._outputs: tuple[torch.Tensor, ...] = ()
+        self._served = 0
+
+    def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if self._input is not x:
+            lead = x.shape[:-1]
+            q, sx = quantize_per_token(x.reshape(-1, self.in_features).float())
+            y = torch._int_mm(q, self.qweight_t).float().mul_(sx).mul_(self.scale)
+            if self.bias is not None:
+                y.add_(self.bias)
+            self._outputs = tuple(part.reshape(*lead, -1).to(x.dtype) for part in y.split(self.sizes, dim=-1))
+            self._input, self._served = x, 0
+        out = self._outputs[index]
+        self._served += 1
+        if self._served == len(self.sizes):
+            self._input, self._outputs = None, ()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.sizes}, W8A8 int8 fused"
+
+
+class Int8Slice(nn.Module):
+    """One projection's share of a `FusedInt8` (the fused module is owned by the parent block)."""
+
+    def __init__(self, fused: FusedInt8, index: int) -> None:
+        super().__init__()
+        self._fused = (fused,)  # a tuple, so the fused weights are registered (and counted) once
+        self.index = index
+        self.in_features, self.out_features = fused.in_features, fused.sizes[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fused[0].output(x, self.index)
+
+
+def fuse_projections(model: nn.Module) -> int:
+    """In every LLaMA decoder layer, fuse q/k/v and gate/up `Int8Linear`s; return the groups fused."""
+    fused = 0
+    for layer in model.model.layers:  # type: ignore[union-attr]
+        for block, names, attr in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_int8"),
+                                   (layer.mlp, ("gate_proj", "up_proj"), "gate_up_int8")):
+            parts = [getattr(block, n) for n in names]
+            if not all(isinstance(p, Int8Linear) for p in parts):
+                continue
+            group = FusedInt8(parts)
+            setattr(block, attr, group)
+            for i, n in enumerate(names):
+                setattr(block, n, Int8Slice(group, i))
+            fused += 1
+    return fused

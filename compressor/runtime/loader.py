@@ -91,7 +91,7 @@ def _int8_embeddings(model: Any) -> None:
 def _load_w8a8(directory: Path, info: dict[str, Any]) -> Any:
     from safetensors.torch import load_file
 
-    from compressor.runtime.int8 import Int8Linear
+    from compressor.runtime.int8 import Int8Linear, fuse_projections
 
     tensors = load_file(directory / "model.safetensors")
     model = _skeleton(directory)
@@ -104,6 +104,7 @@ def _load_w8a8(directory: Path, info: dict[str, Any]) -> Any:
     model = _finish(model, tensors, directory)
     if info.get("int8_embeddings", True):
         _int8_embeddings(model)
+    fuse_projections(model)
     return model
 
 
@@ -111,7 +112,7 @@ def _load_sparse24(directory: Path, info: dict[str, Any]) -> Any:
     from safetensors.torch import load_file
     from torch import nn
 
-    from compressor.runtime.int8 import Int8Linear
+    from compressor.runtime.int8 import Int8Linear, fuse_projections
     from compressor.runtime.sparse24 import unpack_24
 
     tensors = load_file(directory / WEIGHT_FILES["sparse24"])
@@ -131,6 +132,7 @@ def _load_sparse24(directory: Path, info: dict[str, Any]) -> Any:
     model = _finish(model, tensors, directory)
     if info.get("int8_embeddings"):
         _int8_embeddings(model)
+    fuse_projections(model)
     return model
 
 

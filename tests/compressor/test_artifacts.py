@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compressor import artifacts
-from compressor.runtime.int8 import Int8Linear
+from compressor.runtime.int8 import FusedInt8, Int8Linear
 from compressor.runtime.loader import artifact_kind, load_classifier
 from compressor.stages.calibration import linear_layers
 from compressor.stages.lowrank.base import factorize
@@ -49,7 +49,9 @@ def test_w8a8_export_is_compressed_tensors_and_runs_on_int8_kernels(tmp_path: Pa
     assert check["mismatched"] == [] and check["decompressed_max_abs_error"] < 1e-6
     assert check["layers"] == 21 and "token" in check["activations"] and "channel" in check["weights"]
     assert artifact_kind(out) == "w8a8"
-    assert sum(isinstance(m, Int8Linear) for m in loaded.modules()) == 21
+    # per layer: q/k/v fused into one int8 GEMM, gate/up into another, o and down on their own
+    assert sum(isinstance(m, FusedInt8) for m in loaded.modules()) == 6
+    assert sum(isinstance(m, Int8Linear) for m in loaded.modules()) == 6
     torch.testing.assert_close(logits(loaded, vocab), logits(model, vocab), rtol=1e-3, atol=2e-3)
 
 

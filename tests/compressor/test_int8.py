@@ -8,10 +8,12 @@ from hypothesis import strategies as st
 
 from compressor.runtime.int8 import (
     QMAX,
+    FusedInt8,
     Int8Embedding,
     Int8Linear,
     dequantize_per_channel,
     fake_quantize_tokens,
+    fuse_projections,
     fake_quantize_weight,
     quantize_per_channel,
     quantize_per_token,
@@ -70,3 +72,21 @@ def test_fake_quantization_passes_gradients_straight_through() -> None:
     torch.testing.assert_close(x.grad, torch.full_like(x, 2.0))
     q, s = quantize_per_channel(w.detach())
     torch.testing.assert_close(fake_quantize_weight(w).detach(), dequantize_per_channel(q, s))
+
+
+def test_fused_projections_compute_what_separate_ones_do() -> None:
+    from tests.compressor.conftest import batch, make_classifier
+
+    from compressor.stages.quantization import to_int8
+
+    model = make_classifier()
+    to_int8(model)
+    b = batch()
+    with torch.inference_mode():
+        separate = model(**b).logits
+        assert fuse_projections(model) == 2 * len(model.model.layers)
+        fused = model(**b).logits
+        again = model(**b).logits  # the per-input cache must not leak between calls
+    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, separate, rtol=1e-5, atol=1e-5)
+    assert sum(isinstance(m, FusedInt8) for m in model.modules()) == 2 * len(model.model.layers)
