@@ -18,6 +18,11 @@ log = structlog.get_logger(__name__)
 DEADLETTER_REASON = "x-deadletter-reason"
 DEADLETTER_SOURCE = "x-deadletter-source"
 DEADLETTER_STAGE = "x-deadletter-stage"
+DEADLETTER_TRUNCATED = "x-deadletter-truncated-from"
+# kafka-python's max_request_size and Kafka's message.max.bytes both default to ~1 MB; a dead letter
+# must fit under them or its send fails after the source offset is committed. Larger originals are
+# cut to this many bytes (the full record stays at its source offset, named in the headers).
+DEADLETTER_MAX_VALUE_BYTES = 900_000
 
 
 def ensure_topics(kafka: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> list[str]:
@@ -94,7 +99,12 @@ def send_dead_letter(
         partition=letter.source_partition,
         offset=letter.source_offset,
     )
-    return producer.send(topics.deadletter, value=value or b"", key=key, headers=letter.headers())
+    value = value or b""
+    headers = letter.headers()
+    if len(value) > DEADLETTER_MAX_VALUE_BYTES:
+        headers.append((DEADLETTER_TRUNCATED, str(len(value)).encode()))
+        value = value[:DEADLETTER_MAX_VALUE_BYTES]
+    return producer.send(topics.deadletter, value=value, key=key, headers=headers)
 
 
 def wait_for_broker(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
