@@ -14,6 +14,7 @@ REGISTRY = {
     "e2e": "benchmarks.e2e",
     "ingest_bybit": "benchmarks.ingest_bybit",
     "batching": "benchmarks.batching",
+    "consumers": "benchmarks.consumers",
 }
 
 
