@@ -19,7 +19,7 @@ from pydantic import Field
 
 from ingest.kafka import ensure_topics, make_producer
 from ingest.seen import MemorySeen, SeenStore, open_seen
-from ingest.settings import ComponentSettings, KafkaSettings, TopicSettings
+from ingest.settings import ComponentSettings, KafkaSettings, RedisSettings, TopicSettings
 from ingest.sink import KafkaSink
 
 log = structlog.get_logger(__name__)
@@ -72,7 +72,9 @@ async def _stats(sink: KafkaSink, interval_s: float, stop: asyncio.Event) -> Non
 
 
 def _seen(redis_url: str | None, source: str, ttl_s: int) -> SeenStore:
-    store = open_seen(redis_url, f"finsignal:ingest:seen:{source}", ttl_s)
+    # Credentials and TLS come from FINSIGNAL_REDIS_* whichever URL is used.
+    options = RedisSettings(url=redis_url).client_options() if redis_url else None
+    store = open_seen(redis_url, f"finsignal:ingest:seen:{source}", ttl_s, options)
     if isinstance(store, MemorySeen):
         log.warning("ingest.dedupe_in_memory", source=source,
                     hint="set FINSIGNAL_REDIS_URL so duplicates are also caught across restarts")

@@ -81,10 +81,13 @@ class RedisSeen:
         await self.client.aclose()
 
 
-def open_seen(redis_url: str | None, prefix: str, ttl_s: int) -> SeenStore:
-    """Redis-backed when a URL is configured, else in memory (the caller logs which)."""
+def open_seen(redis_url: str | None, prefix: str, ttl_s: int, options: dict | None = None) -> SeenStore:
+    """Redis-backed when a URL is configured, else in memory (the caller logs which).
+
+    `options` are `RedisSettings.client_options()`: credentials, TLS CA, timeouts.
+    """
     if not redis_url:
         return MemorySeen()
     from redis.asyncio import Redis
 
-    return RedisSeen(Redis.from_url(redis_url), prefix, ttl_s)
+    return RedisSeen(Redis.from_url(redis_url, **(options or {})), prefix, ttl_s)

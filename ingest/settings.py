@@ -98,6 +98,31 @@ class KafkaSettings(ComponentSettings):
         return opts
 
 
+class RedisSettings(ComponentSettings):
+    """Redis connection (`FINSIGNAL_REDIS_*`). Use a `rediss://` URL for TLS."""
+
+    section: ClassVar[str] = "redis"
+
+    url: str | None = Field(None, description="redis:// or rediss:// URL; unset means `finsignal run` starts one")
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_certs: str | None = None
+    socket_timeout_s: float = 5.0
+
+    def client_options(self) -> dict:
+        """Keyword arguments for `redis.Redis.from_url` (sync or asyncio)."""
+        if not self.url:
+            raise ValueError("FINSIGNAL_REDIS_URL is not set (or use `finsignal run` for an embedded Redis)")
+        opts: dict = {"socket_timeout": self.socket_timeout_s, "socket_connect_timeout": self.socket_timeout_s}
+        if self.username:
+            opts["username"] = self.username
+        if self.password:
+            opts["password"] = self.password.get_secret_value()
+        if self.ssl_ca_certs:
+            opts["ssl_ca_certs"] = self.ssl_ca_certs
+        return opts
+
+
 class TopicSettings(ComponentSettings):
     """Kafka topic names (`FINSIGNAL_TOPICS_*`)."""
 

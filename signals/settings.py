@@ -1,39 +1,14 @@
-"""Settings of the signal worker and of the Redis it publishes to."""
+"""Settings of the signal worker; `RedisSettings` (shared with the ingestors) lives in ingest.settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
 from ingest.news.settings import DEFAULT_CASHTAGS, DEFAULT_NAMES
-from ingest.settings import ComponentSettings
-
-
-class RedisSettings(ComponentSettings):
-    """Redis connection (`FINSIGNAL_REDIS_*`). Use a `rediss://` URL for TLS."""
-
-    section: ClassVar[str] = "redis"
-
-    url: str | None = Field(None, description="redis:// or rediss:// URL; unset means `finsignal run` starts one")
-    username: str | None = None
-    password: SecretStr | None = None
-    ssl_ca_certs: str | None = None
-    socket_timeout_s: float = 5.0
-
-    def client_options(self) -> dict:
-        """Keyword arguments for `redis.Redis.from_url` (sync or asyncio)."""
-        if not self.url:
-            raise ValueError("FINSIGNAL_REDIS_URL is not set (or use `finsignal run` for an embedded Redis)")
-        opts: dict = {"socket_timeout": self.socket_timeout_s, "socket_connect_timeout": self.socket_timeout_s}
-        if self.username:
-            opts["username"] = self.username
-        if self.password:
-            opts["password"] = self.password.get_secret_value()
-        if self.ssl_ca_certs:
-            opts["ssl_ca_certs"] = self.ssl_ca_certs
-        return opts
+from ingest.settings import ComponentSettings, RedisSettings  # RedisSettings re-exported: ingest uses it too
 
 
 class WorkerSettings(ComponentSettings):

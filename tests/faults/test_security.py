@@ -146,3 +146,26 @@ def test_settings_hold_secrets_as_secret_types():
     opts = kafka.client_options()
     assert (opts["security_protocol"], opts["sasl_mechanism"], opts["sasl_plain_password"], opts["ssl_cafile"]) == (
         "SASL_SSL", "SCRAM-SHA-512", KAFKA_PASSWORD, "/ca.pem")
+
+
+def test_ingest_dedupe_store_authenticates_with_the_configured_credentials(secured_redis, monkeypatch):
+    import asyncio
+
+    import redis.exceptions
+
+    from ingest.runner import _seen
+
+    async def mark_and_check(store) -> set[str]:
+        try:
+            await store.mark(["doc-1"])
+            return await store.seen(["doc-1", "doc-2"])
+        finally:
+            await store.close()
+
+    monkeypatch.setenv("FINSIGNAL_REDIS_USERNAME", WORKER_USER)
+    monkeypatch.setenv("FINSIGNAL_REDIS_PASSWORD", WORKER_PASSWORD)
+    assert asyncio.run(mark_and_check(_seen(secured_redis.url, "news", 60))) == {"doc-1"}
+    monkeypatch.delenv("FINSIGNAL_REDIS_USERNAME")
+    monkeypatch.delenv("FINSIGNAL_REDIS_PASSWORD")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        asyncio.run(mark_and_check(_seen(secured_redis.url, "news", 60)))
