@@ -3,6 +3,8 @@ FROM python:3.11-slim AS base
 
 # Set TORCH_INDEX_URL to PyTorch's CPU wheel index for an image without CUDA libraries.
 ARG TORCH_INDEX_URL=""
+# Optional extras of the package, e.g. "gpu" for the vLLM backend (compose's worker-gpu service).
+ARG FINSIGNAL_EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
     FINSIGNAL_LOG_FORMAT=json FINSIGNAL_CACHE_DIR=/var/lib/finsignal/cache
 
@@ -18,7 +20,7 @@ COPY signals ./signals
 COPY compressor ./compressor
 COPY consumers ./consumers
 COPY finsignal ./finsignal
-RUN pip install .
+RUN pip install ".${FINSIGNAL_EXTRAS:+[$FINSIGNAL_EXTRAS]}"
 
 RUN useradd --create-home --uid 10001 finsignal && mkdir -p /var/lib/finsignal && chown finsignal /var/lib/finsignal
 USER finsignal
