@@ -15,6 +15,7 @@ REGISTRY = {
     "ingest_bybit": "benchmarks.ingest_bybit",
     "batching": "benchmarks.batching",
     "consumers": "benchmarks.consumers",
+    "soak": "benchmarks.soak",
 }
 
 
