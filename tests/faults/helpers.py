@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ingest.kafka import DEADLETTER_REASON, DEADLETTER_SOURCE
+from ingest.kafka import DEADLETTER_SOURCE
 from ingest.settings import KafkaSettings, TopicSettings
 from signals.backends import load_backend
 from signals.redis_sink import stream_key
@@ -47,8 +47,8 @@ def signal_document_ids(client, symbols) -> list[str]:
 
 
 def read_dead_letters(kafka: KafkaSettings, topics: TopicSettings, expected: int,
-                      timeout_s: float = 60.0) -> dict[str, str]:
-    """`source topic[partition]@offset` -> reason for every record on the dead-letter topic."""
+                      timeout_s: float = 60.0) -> dict[str, dict[str, str]]:
+    """`source topic[partition]@offset` -> headers (and `value_bytes`) of every record on the dead-letter topic."""
     import time
 
     from kafka import KafkaConsumer
@@ -56,14 +56,15 @@ def read_dead_letters(kafka: KafkaSettings, topics: TopicSettings, expected: int
     consumer = KafkaConsumer(topics.deadletter, **kafka.client_options(), group_id=None,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024)
-    letters: dict[str, str] = {}
+    letters: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + timeout_s
     try:
         while len(letters) < expected and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for rec in records:
-                    headers = dict(rec.headers)
-                    letters[headers[DEADLETTER_SOURCE].decode()] = headers[DEADLETTER_REASON].decode()
+                    headers = {k: v.decode() for k, v in rec.headers}
+                    headers["value_bytes"] = str(len(rec.value or b""))
+                    letters[headers[DEADLETTER_SOURCE]] = headers
     finally:
         consumer.close()
     return letters

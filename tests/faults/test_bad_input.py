@@ -15,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from ingest.kafka import DEADLETTER_MAX_VALUE_BYTES, ensure_topics, make_producer
+from ingest.kafka import (DEADLETTER_MAX_VALUE_BYTES, DEADLETTER_REASON, DEADLETTER_TRUNCATED, ensure_topics,
+                          make_producer)
 from signals import metrics
 from signals.settings import RedisSettings
 from tests.conftest import eventually
@@ -92,7 +93,7 @@ def test_flood_of_malformed_records_is_dead_lettered_and_every_valid_document_sc
     running = start_worker(tiny_model_dir, kafka_settings, topics, RedisSettings(url=redis_server.url))
     try:
         eventually(lambda: len(signal_document_ids(redis_client, symbols)) >= GOOD, timeout_s=120)
-        letters = read_dead_letters(kafka_settings, topics, expected=bad_in, timeout_s=120)
+        headers = read_dead_letters(kafka_settings, topics, expected=bad_in, timeout_s=120)
     finally:
         running.stop()
         producer.close()
@@ -100,6 +101,7 @@ def test_flood_of_malformed_records_is_dead_lettered_and_every_valid_document_sc
     rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
 
     ids = signal_document_ids(redis_client, symbols)
+    letters = {at: h[DEADLETTER_REASON] for at, h in headers.items()}
     print(f"\nbad input: records in={len(where)} (malformed={bad_in}, valid={GOOD}); out: dead letters="
           f"{len(letters)}, signals={len(ids)} (unique documents={len(set(ids))}); peak RSS growth="
           f"{rss_growth_mb:.0f} MB")
@@ -110,6 +112,9 @@ def test_flood_of_malformed_records_is_dead_lettered_and_every_valid_document_sc
     for at, label in where.items():
         if label in HOSTILE:
             assert HOSTILE[label] in letters[at], (label, letters[at])
+        if label == "ten_mb_document":  # cut to fit a 1 MB request, its size recorded
+            assert int(headers[at]["value_bytes"]) == DEADLETTER_MAX_VALUE_BYTES
+            assert int(headers[at][DEADLETTER_TRUNCATED]) > 10_000_000
     # The 10 MB record is held once by the consumer and once as its decoded JSON, never copied further.
     assert rss_growth_mb < 200
     assert metrics.DEADLETTERS.labels("validate")._value.get() >= bad_in
