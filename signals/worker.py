@@ -59,6 +59,7 @@ class _Pending:
     items: list[tuple[Document, ConsumerRecord, float]] = field(default_factory=list)
     polled: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     chars: int = 0
+    deliveries: list[Any] = field(default_factory=list)  # dead-letter and audit sends to verify before commit
 
     def add_record(self, rec: ConsumerRecord) -> None:
         key = (rec.topic, rec.partition)
@@ -66,6 +67,14 @@ class _Pending:
 
     def oldest_age(self, now: float) -> float:
         return now - self.items[0][2] if self.items else 0.0
+
+
+class DeliveryError(RuntimeError):
+    """A dead letter or audit copy the broker refused: the batch is not committed, and will be redelivered."""
+
+
+class _Stopping(Exception):
+    """Stop was asked while Redis was unreachable: leave without committing; Kafka redelivers."""
 
 
 class Worker:
@@ -143,6 +152,8 @@ class Worker:
                 if self._due():
                     self.flush()
             self.flush()
+        except _Stopping:
+            log.warning("worker.stopped_uncommitted", reason="Redis unreachable at stop; records will be redelivered")
         finally:
             if feed is not None:
                 feed.stop()
@@ -213,8 +224,10 @@ class Worker:
         self._publish(signals)
         if self.settings.audit_topic:
             for sig in signals:
-                self._producer.send(self.topics.signals, key=sig.symbol.encode(), value=sig.to_bytes())
+                pending.deliveries.append(
+                    self._producer.send(self.topics.signals, key=sig.symbol.encode(), value=sig.to_bytes()))
         self._producer.flush()  # dead letters and audit copies are durable before we commit
+        self._check_deliveries(pending.deliveries + self._pending.deliveries)
         self._commit(pending.polled)
         done = self.clock()
         for sig in signals:
@@ -258,6 +271,8 @@ class Worker:
                 results = self._sink.publish(signals)
                 break
             except Exception as exc:  # noqa: BLE001 - any Redis failure means: not acknowledged, retry
+                if self._stop.is_set():
+                    raise _Stopping from exc
                 metrics.PUBLISH_RETRIES.inc()
                 log.warning("worker.publish_failed", error=repr(exc), retry_in_s=delay, signals=len(signals))
                 self._idle(delay)
@@ -267,6 +282,13 @@ class Worker:
             log.debug("signal.published", signal_id=sig.id, symbol=sig.symbol, document_ids=sig.document_ids,
                       entry=entry)
 
+    def _check_deliveries(self, futures: list[Any]) -> None:
+        """Every dead letter and audit copy acknowledged, or raise before anything is committed."""
+        failed = [f for f in futures if f.failed()]
+        if failed:
+            raise DeliveryError(f"{len(failed)} record(s) refused by the broker, first: {failed[0].exception!r}; "
+                                "offsets not committed")
+
     def _idle(self, seconds: float) -> None:
         """Wait without fetching: partitions paused, poll() keeps the membership alive."""
         assert self._consumer is not None
@@ -274,7 +296,7 @@ class Worker:
         self._consumer.pause(*assignment)
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._stop.is_set():
                 self._consumer.poll(timeout_ms=min(100, int(seconds * 1000)))
         finally:
             self._consumer.resume(*[tp for tp in assignment if tp in self._consumer.assignment()])
@@ -305,7 +327,8 @@ class Worker:
         metrics.DEADLETTERS.labels(stage).inc()
         letter = DeadLetter(reason=reason, stage=stage, source_topic=rec.topic,
                             source_partition=rec.partition, source_offset=rec.offset)
-        send_dead_letter(self._producer, self.topics, letter, rec.value, rec.key)
+        # Dead letters of a batch being scored land in the next batch's list; flush() checks both.
+        self._pending.deliveries.append(send_dead_letter(self._producer, self.topics, letter, rec.value, rec.key))
 
     def _watcher(self) -> ModelWatcher | None:
         directory = self.settings.model_dir

@@ -171,3 +171,26 @@ def test_two_workers_in_one_group_share_partitions_and_publish_each_signal_once(
             thread.join(30)
     signals = stream_signals(redis_client, {"AAPL", "BTCUSDT", "TSLA"})
     assert sorted(s.document_ids[0] for s in signals) == sorted(d.id for d in docs)
+
+
+def test_stop_while_redis_is_down_returns_promptly_and_commits_nothing(tiny_model_dir, kafka_settings, topics):
+    from finsignal.embedded import free_port
+    from tests.integration.test_pipeline import committed_total
+
+    ensure_topics(kafka_settings, topics.all())
+    producer = make_producer(kafka_settings)
+    for d in make_docs(3):
+        producer.send(topics.news, key=d.key, value=d.to_bytes())
+    producer.flush()
+    retries_before = metrics.PUBLISH_RETRIES._value.get()
+    settings = WorkerSettings(group_id=f"g-{topics.news}", market_context=False)
+    unreachable = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.5)
+    worker = Worker(SentimentModel.load(tiny_model_dir), kafka=kafka_settings, topics=topics,
+                    redis_settings=unreachable, settings=settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    eventually(lambda: metrics.PUBLISH_RETRIES._value.get() > retries_before, timeout_s=60)
+    worker.stop()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert committed_total(kafka_settings, topics, settings.group_id) == 0  # redelivered to whoever comes next
