@@ -227,7 +227,15 @@ class Worker:
                 pending.deliveries.append(
                     self._producer.send(self.topics.signals, key=sig.symbol.encode(), value=sig.to_bytes()))
         self._producer.flush()  # dead letters and audit copies are durable before we commit
-        self._check_deliveries(pending.deliveries + self._pending.deliveries)
+        try:
+            self._check_deliveries(pending.deliveries + self._pending.deliveries)
+        except DeliveryError as exc:
+            # Nothing is committed; read the batch again. Redis drops the re-published signals by id.
+            metrics.COMMITS.labels("withheld").inc()
+            log.error("worker.delivery_failed", error=str(exc))
+            self._rewind(pending.polled)
+            self._idle(1.0)
+            return
         self._commit(pending.polled)
         done = self.clock()
         for sig in signals:
@@ -281,6 +289,22 @@ class Worker:
             metrics.SIGNALS.labels("published" if entry else "duplicate").inc()
             log.debug("signal.published", signal_id=sig.id, symbol=sig.symbol, document_ids=sig.document_ids,
                       entry=entry)
+
+    def _rewind(self, polled: dict[tuple[str, int], int]) -> None:
+        """Seek the polled partitions back to their committed offsets so the batch is read again."""
+        from kafka import TopicPartition
+
+        assert self._consumer is not None
+        self._pending = _Pending()  # what was polled after the batch is read again too
+        for topic, partition in polled:
+            tp = TopicPartition(topic, partition)
+            if tp not in self._consumer.assignment():
+                continue  # moved to another member, which starts from the committed offset anyway
+            committed = self._consumer.committed(tp)
+            if committed is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     def _check_deliveries(self, futures: list[Any]) -> None:
         """Every dead letter and audit copy acknowledged, or raise before anything is committed."""

@@ -68,10 +68,18 @@ titles = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_
     lambda t: t.strip())
 
 
+def _looks_double_encoded(text: str) -> bool:
+    """UTF-8 read as Latin-1 ('Â¡' for '¡'): feedparser repairs such text on purpose, so it cannot round-trip."""
+    try:
+        return text.encode("latin-1").decode("utf-8") != text
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return False
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(titles, min_size=1, max_size=5), st.sampled_from(["utf-8", "iso-8859-1", "windows-1252"]))
 def test_rss_titles_survive_any_declared_encoding(items, encoding):
-    items = [t for t in items if t.encode(encoding, errors="ignore").decode(encoding) == t]
+    items = [t for t in items if t.encode(encoding, errors="ignore").decode(encoding) == t and not _looks_double_encoded(t)]
     body = "".join(f"<item><title>{escape(t)}</title><link>https://e.x/{i}</link></item>" for i, t in enumerate(items))
     xml = (f'<?xml version="1.0" encoding="{encoding}"?><rss version="2.0"><channel><title>t</title>'
            f"<link>https://e.x/</link><description>d</description>{body}</channel></rss>")
