@@ -39,6 +39,7 @@ class LoopConfig:
     distill_alpha: float = 0.0  # weight of the soft-target loss; 0 trains on hard labels only
     distill_temperature: float = 2.0
     objective: str = "classify"  # or "lm": next-token prediction on the same texts (self-pretraining)
+    layer_dropout: float = 0.0  # LayerDrop (Fan et al. 2019): skip each decoder layer with this chance
     seed: int = 0
 
 
@@ -137,6 +138,18 @@ def distillation_loss(
     return (1 - alpha) * hard + alpha * t * t * soft
 
 
+def _layer_drop_hooks(model: Any, p: float, generator: torch.Generator) -> list[Any]:
+    """While training, each decoder layer passes its input through unchanged with probability `p`."""
+    import torch
+
+    def skip(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        if module.training and float(torch.rand((), generator=generator)) < p:
+            return args[0] if args else kwargs["hidden_states"]
+        return output
+
+    return [layer.register_forward_hook(skip, with_kwargs=True) for layer in model.model.layers]
+
+
 def _optimizer(model: Any, config: LoopConfig) -> torch.optim.Optimizer:
     import torch
 
@@ -184,8 +197,12 @@ def fit(
     teacher = torch.from_numpy(data.teacher_logits).float() if data.teacher_logits is not None else None
     targets = torch.tensor(data.labels, dtype=torch.long)
     bar = tqdm(total=total, desc=desc, unit="batch", disable=not progress, leave=False)
+    drop_hooks: list[Any] = []
     for epoch in range(1, config.epochs + 1):
         model.train()
+        for h in drop_hooks:
+            h.remove()
+        drop_hooks = _layer_drop_hooks(model, config.layer_dropout, generator) if config.layer_dropout else []
         loss_sum, n_batches = 0.0, 0
         for idx in make_batches(lengths, config.batch_size, rng, config.length_buckets):
             for group in optimizer.param_groups:
@@ -218,6 +235,9 @@ def fit(
         changed = False
         for hook in hooks:
             changed = bool(hook.after_epoch(epoch, model)) or changed
+        for h in drop_hooks:  # evaluation below sees every layer
+            h.remove()
+        drop_hooks = []
         if changed:  # parameters were removed or replaced: start a fresh optimizer on the same schedule
             optimizer = _optimizer(model, config)
             row["structure_changed"] = True

@@ -202,7 +202,9 @@ def _compare_child(args: argparse.Namespace) -> dict[str, Any]:
     return {"threads": args.threads, "rounds": args.rounds, "documents": len(texts), "results": [
         {"artifact": r["artifact"], "dtype": r["dtype"], "model_bytes": r["model_bytes"],
          "docs_per_second": statistics.median(r["rates"]), "rates": r["rates"],
-         "p50_latency_ms": statistics.median(r["latencies"])} for r in runs]}
+         "p50_latency_ms": statistics.median(r["latencies"]),
+         "p95_latency_ms": sorted(r["latencies"])[min(len(r["latencies"]) - 1, int(0.95 * len(r["latencies"])))]}
+        for r in runs]}
 
 
 def compare_artifacts(artifacts: list[Path], texts_path: Path, out_path: Path, *, dtypes: list[str] | None = None,

@@ -67,7 +67,7 @@ class Plan:
 
 
 def _check_corpora(train_path: Path, eval_path: Path) -> tuple[Corpus, Corpus]:
-    train = load_corpus(train_path, min_examples=1) if Path(train_path).is_file() else load_corpus(train_path)
+    train = load_corpus(train_path)
     if len(train.examples) < MIN_TRAIN_EXAMPLES:
         raise DataError(f"{train.path}: {len(train.examples)} labeled examples; compression needs at least "
                         f"{MIN_TRAIN_EXAMPLES} to fine-tune and calibrate on")
@@ -213,6 +213,11 @@ class _Runner:
         self.work = self.out / "measurements"
         self.texts_path = self.work / "eval_texts.json"
         self.reference_probs: Any = None
+        self.to_discard: list[Path] = []
+        from tqdm.auto import tqdm
+
+        total = 1 + ("dense_bf16" in plan.recipe.baselines) + len(plan.main.stages) + len(plan.branches)
+        self.bar = tqdm(total=total, desc="compress", unit="row", disable=not progress)
 
     # ---- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -323,6 +328,8 @@ class _Runner:
         log.info("row.measured", row=row["name"], accuracy=round(row["accuracy"], 4),
                  docs_per_second=round(row["docs_per_second"], 1), size=row["size_on_disk_bytes"])
         self.rows.append(row)
+        self.bar.update(1)
+        self.bar.set_postfix(row=row["name"], accuracy=f"{row['accuracy']:.3f}")
         return row
 
     def _row(self, name: str, role: str, chain: list[str], shape: dict[str, int] | None, **extra: Any) -> dict:
@@ -332,7 +339,29 @@ class _Runner:
         return {"name": name, "role": role, "chain": chain, "shape": shape, "parameters": params, **extra}
 
     def _discard(self, directory: Path) -> None:
+        """Remove an intermediate artifact once it is no longer needed (after the side-by-side timing)."""
         if not self.plan.recipe.keep_stage_checkpoints:
+            self.to_discard.append(directory)
+
+    def side_by_side(self) -> None:
+        """Re-time every row in one process, alternating between artifacts, so that load from other work
+        on a shared machine falls on all rows alike; these timings replace the per-process ones."""
+        from compressor.measure import compare_artifacts
+
+        ev = self.plan.recipe.evaluation
+        paths = [self.out / r["artifact"] if not Path(r["artifact"]).is_absolute() else Path(r["artifact"])
+                 for r in self.rows]
+        result = compare_artifacts(paths, self.texts_path, self.work / "side_by_side.json",
+                                   dtypes=[r["dtype"] for r in self.rows], threads=ev.threads,
+                                   batch_size=ev.batch_size, rounds=ev.throughput_rounds,
+                                   latency_samples=ev.latency_samples)
+        for row, timed in zip(self.rows, result["results"]):
+            row["isolated_timing"] = {k: row[k] for k in ("docs_per_second", "p50_latency_ms", "p95_latency_ms")}
+            row.update(docs_per_second=timed["docs_per_second"], p50_latency_ms=timed["p50_latency_ms"],
+                       p95_latency_ms=timed["p95_latency_ms"], timing="side by side")
+
+    def cleanup(self) -> None:
+        for directory in self.to_discard:
             shutil.rmtree(directory, ignore_errors=True)
 
     # ---- rows -------------------------------------------------------------------------------------------
@@ -433,6 +462,11 @@ def execute(plan: Plan, progress: bool = True) -> dict[str, Any]:
             ctx.properties, ctx.hooks = copy.deepcopy(properties), list(hooks)
         index = runner.run_chain(branch, ctx, index)
 
+    if plan.recipe.evaluation.side_by_side:
+        log.info("compress.side_by_side", rows=len(runner.rows))
+        runner.side_by_side()
+    runner.cleanup()
+
     # final outputs: the main chain's model in its plain form, and the vLLM export when quantized
     from compressor.stages.quantization.base import INT8
 
@@ -455,6 +489,7 @@ def execute(plan: Plan, progress: bool = True) -> dict[str, Any]:
                            "verification": artifacts.verify_w8a8(plan.out / "w8a8", main_ctx.model),
                            "note": "compressed-tensors int-quantized W8A8, for vLLM and the int8 CPU runtime"}
 
+    runner.bar.close()
     report = {
         "version": REPORT_VERSION,
         "rows": runner.rows,
@@ -502,8 +537,12 @@ def _notes(plan: Plan, runner: _Runner) -> list[str]:
         f"Timings: CPU, {ev.threads} thread(s), batches of {ev.batch_size} documents sorted by length, median of "
         f"{ev.throughput_rounds} passes; p50 latency over {min(ev.latency_samples, len(runner.eval_texts))} "
         "single documents. Tokenization excluded, padding included. "
-        + ("Every artifact is loaded and timed in its own fresh process." if ev.isolated else
-           "Artifacts were timed in-process (evaluation.isolated: false): no peak-memory figures."),
+        + ("Every artifact is loaded, scored and its memory measured in its own fresh process. "
+           if ev.isolated else "Artifacts were measured in-process (evaluation.isolated: false): no peak-memory "
+           "figures. ")
+        + ("Documents/s and latency come from one process timing all rows in alternation (side by side), so "
+           "background load on the machine falls on every row alike." if ev.side_by_side else
+           "Documents/s and latency come from each row's own measurement, taken one after the other."),
         "Agreement: share of documents whose class (= trading direction) equals the dense fp32 model's. "
         "Signal flips: documents where one says bullish and the other bearish. ECE: 10-bin expected "
         "calibration error against the true labels.",

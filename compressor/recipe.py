@@ -89,6 +89,8 @@ class Evaluation(_Spec):
     max_examples: int | None = Field(default=None, ge=1, description="cap on eval documents (None: all)")
     isolated: bool = Field(default=True, description="measure each artifact in a fresh process (memory is "
                            "then its own); false measures in-process, faster, without peak memory")
+    side_by_side: bool = Field(default=True, description="re-time all rows in one process, alternating, "
+                               "so machine load hits every row alike (needs every row in memory at once)")
 
 
 class _StageSpec(_Spec):

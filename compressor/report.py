@@ -102,27 +102,38 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     rows = report["rows"]
     colors = {"baseline": "tab:gray", "stage": "tab:blue", "comparison": "tab:orange"}
+    dense = next((r for r in rows if r["name"] == "dense_fp32"), None)
     written = []
     for filename, (key, label) in PLOTS.items():
         pts = [((r[key] / 1e6) if key.endswith("bytes") else r[key], 100 * r["accuracy"]) for r in rows]
-        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-        for (x, y), r in zip(pts, rows):
-            ax.scatter(x, y, color=colors.get(r["role"], "tab:green"), s=40, zorder=3)
-            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        fig, ax = plt.subplots(figsize=(10, 6), dpi=120)
+        order = sorted(range(len(rows)), key=lambda i: pts[i])
+        for rank, i in enumerate(order):
+            (x, y), r = pts[i], rows[i]
+            ax.scatter(x, y, color=colors.get(r["role"], "tab:green"), s=42, zorder=3)
+            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(6, 6 if rank % 2 else -11),
+                        fontsize=7.5)
         front = pareto_front(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="tab:red", lw=1,
                 label="Pareto frontier", zorder=2)
+        if dense is not None:
+            ax.axhline(100 * dense["accuracy"] - 1, color="tab:gray", lw=0.8, ls=":", label="dense fp32 - 1 point")
         for role, color in colors.items():
             ax.scatter([], [], color=color, label=role)
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"Accuracy vs {label.split(' (')[0]}")
+        ax.set_title(f"Accuracy vs {label.split(' (')[0]} (up and left is better)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = out / filename
         fig.savefig(path)

@@ -61,6 +61,7 @@ class TrainConfig:
     pretrain_learning_rate: float | None = None  # default: learning_rate
     distill_alpha: float = 0.0  # >0 with a `teacher` passed to train(): weight of its soft targets
     distill_temperature: float = 1.0
+    layer_dropout: float = 0.0  # LayerDrop: skip each layer with this chance while training (robust to dropping)
 
     def model_config(self, tokenizer: PreTrainedTokenizerFast) -> Any:
         from transformers import LlamaConfig
@@ -294,6 +295,7 @@ def train(
         token_dropout=config.token_dropout, label_smoothing=config.label_smoothing,
         length_buckets=config.length_buckets, seed=config.seed,
         distill_alpha=config.distill_alpha if distilling else 0.0, distill_temperature=config.distill_temperature,
+        layer_dropout=config.layer_dropout,
     )
     select = val_corpus or eval_corpus
 

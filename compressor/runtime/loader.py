@@ -176,6 +176,9 @@ def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
     if not weights.is_file():
         raise ArtifactError(f"{directory}: a {kind} artifact needs {weights.name}")
     if kind == "hf":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         model = LlamaForSequenceClassification.from_pretrained(
             directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True

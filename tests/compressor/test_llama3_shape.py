@@ -29,7 +29,7 @@ LLAMA_32_1B = dict(
 RECIPE = """
 distill: {enabled: false}
 calibration: {examples: 16, batch_size: 8}
-evaluation: {isolated: false, throughput_rounds: 1, latency_samples: 2, max_examples: 16}
+evaluation: {isolated: false, side_by_side: false, throughput_rounds: 1, latency_samples: 2, max_examples: 16}
 baselines: []
 comparisons: []
 stages:

@@ -64,3 +64,13 @@ def test_fit_learns_a_separable_task_and_runs_hooks_after_every_step() -> None:
     with torch.inference_mode():
         pred = model(input_ids=torch.tensor([[1, 10, 25, 2], [1, 11, 25, 2], [1, 12, 25, 2]])).logits.argmax(-1)
     assert pred.tolist() == [0, 1, 2]
+
+
+def test_layer_dropout_one_skips_every_layer_in_training_only() -> None:
+    model = make_classifier(layers=2, hidden=32, heads=4, kv_heads=2, ffn=64, vocab=40)
+    before = [p.detach().clone() for p in model.model.layers.parameters()]
+    data = TrainSet([[1, 5, 6, 2], [1, 7, 2]] * 8, [0, 1] * 8, pad_id=0)
+    fit(model, data, LoopConfig(epochs=1, batch_size=4, layer_dropout=1.0), progress=False)
+    after = list(model.model.layers.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(after, before))  # skipped layers get no gradient
+    assert all(not h for layer in model.model.layers for h in (layer._forward_hooks,))  # hooks removed

@@ -59,6 +59,7 @@ def test_every_stage_baseline_and_comparison_gets_a_measured_row(compressed: tup
     assert names == ["dense_fp32", "dense_bf16", "layer_drop", "prune", "sparsity_24", "quantize", "int8_ptq",
                      "layer_drop_one_shot", "layer_drop_one_shot_ft", "svd", "kmeans"]
     for row in report["rows"]:
+        assert row["timing"] == "side by side" and row["isolated_timing"]["docs_per_second"] > 0
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["macro_f1"] <= 1 and 0 <= row["agreement"] <= 1
         assert row["size_on_disk_bytes"] > 0 and row["model_bytes"] > 0
         assert row["docs_per_second"] > 0 and row["p50_latency_ms"] > 0
