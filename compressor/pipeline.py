@@ -312,9 +312,11 @@ class _Runner:
 
         ev = self.plan.recipe.evaluation
         safe = row["name"].replace("/", "-")
+        # with side-by-side timing to follow, this pass only needs predictions and memory: time it briefly
         result = (measure_artifact if ev.isolated else measure_in_process)(
             artifact, self.texts_path, self.work / f"{safe}.json", threads=ev.threads, batch_size=ev.batch_size,
-            rounds=ev.throughput_rounds, latency_samples=ev.latency_samples, dtype=dtype,
+            rounds=1 if ev.side_by_side else ev.throughput_rounds,
+            latency_samples=min(ev.latency_samples, 20) if ev.side_by_side else ev.latency_samples, dtype=dtype,
         )
         probs = np.load(result["probs_path"])
         if self.reference_probs is None:
