@@ -214,6 +214,7 @@ class _Runner:
         self.texts_path = self.work / "eval_texts.json"
         self.reference_probs: Any = None
         self.to_discard: list[Path] = []
+        self.row_paths: list[Path] = []  # absolute artifact directory of each row, in row order
         from tqdm.auto import tqdm
 
         total = 1 + ("dense_bf16" in plan.recipe.baselines) + len(plan.main.stages) + len(plan.branches)
@@ -326,7 +327,10 @@ class _Runner:
                                            "docs_per_second", "p50_latency_ms", "p95_latency_ms", "threads",
                                            "dtype", "load_seconds")})
         row["runtime"] = result["kind"]
-        row["artifact"] = str(artifact.relative_to(self.out)) if artifact.is_relative_to(self.out) else str(artifact)
+        artifact = artifact.resolve()
+        out = self.out.resolve()
+        row["artifact"] = str(artifact.relative_to(out)) if artifact.is_relative_to(out) else str(artifact)
+        self.row_paths.append(artifact)
         log.info("row.measured", row=row["name"], accuracy=round(row["accuracy"], 4),
                  docs_per_second=round(row["docs_per_second"], 1), size=row["size_on_disk_bytes"])
         self.rows.append(row)
@@ -351,9 +355,7 @@ class _Runner:
         from compressor.measure import compare_artifacts
 
         ev = self.plan.recipe.evaluation
-        paths = [self.out / r["artifact"] if not Path(r["artifact"]).is_absolute() else Path(r["artifact"])
-                 for r in self.rows]
-        result = compare_artifacts(paths, self.texts_path, self.work / "side_by_side.json",
+        result = compare_artifacts(self.row_paths, self.texts_path, self.work / "side_by_side.json",
                                    dtypes=[r["dtype"] for r in self.rows], threads=ev.threads,
                                    batch_size=ev.batch_size, rounds=ev.throughput_rounds,
                                    latency_samples=ev.latency_samples)

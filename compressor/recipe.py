@@ -117,6 +117,8 @@ class LayerDropSpec(_StageSpec):
         "angular: arccos(cos(in, out)) / pi (Gromov et al.)",
     )
     layers_per_drop: int = Field(default=1, ge=1)
+    keep_last_layer: bool = Field(default=True, description="never drop the last layer, whose output the "
+                                  "score head reads (Gromov et al. find it essential whatever it scores)")
     final_epochs: int = Field(default=1, ge=0, description="successive: epochs after the last drop")
 
     @field_validator("target_layers")

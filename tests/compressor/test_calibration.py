@@ -46,3 +46,8 @@ def test_wanda_norms_ignore_padding() -> None:
     padded["input_ids"] = torch.cat([b["input_ids"], torch.zeros(2, 5, dtype=torch.long)], 1)
     padded["attention_mask"] = torch.cat([b["attention_mask"], torch.zeros(2, 5, dtype=torch.long)], 1)
     torch.testing.assert_close(input_norms(model, [padded], names)[names[0]], full[names[0]], rtol=1e-4, atol=1e-5)
+
+
+def test_the_last_layer_goes_when_allowed_and_least_important() -> None:
+    assert choose_layers_to_drop([0.5, 0.4, 0.0], 1, protect_last=False) == [2]
+    assert choose_layers_to_drop([0.5, 0.1, 0.3, 0.2], 2) == [1, 2]  # index 3 scores lower but is last

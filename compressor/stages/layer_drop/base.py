@@ -52,7 +52,7 @@ class LayerDropStage(Stage):
     def drop(self, ctx: Context, n: int, epoch: int | None) -> bool:
         """Measure layer scores now and drop the `n` least important layers; record the decision."""
         scores = layer_scores(ctx.model, ctx.calibration, self.spec.criterion)
-        victims = choose_layers_to_drop(scores, n)
+        victims = choose_layers_to_drop(scores, n, protect_last=self.spec.keep_last_layer)
         drop_layers(ctx.model, victims)
         decision = {"after_epoch": epoch, "scores": [round(s, 5) for s in scores], "dropped": victims,
                     "layers_left": len(ctx.model.model.layers)}
