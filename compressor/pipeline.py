@@ -551,13 +551,16 @@ def _notes(plan: Plan, runner: _Runner) -> list[str]:
         "Signal flips: documents where one says bullish and the other bearish. ECE: 10-bin expected "
         "calibration error against the true labels.",
         "Size on disk: the artifact's safetensors files. Model memory: bytes of the loaded module's tensors. "
-        "Peak memory: resident memory above the process's level before loading, while loading and scoring.",
+        "Peak memory: resident memory above the process's level before loading, while loading and scoring; "
+        "for models of a few MB it is dominated by activations and allocator caches, not by the weights.",
         "2:4 sparsity: there are no 2:4 kernels on CPU, so it saves storage only (compact values + 2-bit "
         "positions); it runs as dense. No GPU was available to this run: PyTorch's semi-structured 2:4 "
         "kernels were not timed." if not runner_has_cuda() else
         "2:4 sparsity: CPU rows run dense; see the GPU measurement in the manifest.",
         "Int8 rows run W8A8 on real int8 kernels (torch._int_mm, int32 accumulation): per-channel symmetric "
-        "weights, per-token dynamic activations.",
+        "weights, per-token dynamic activations. For layers a few hundred wide, quantizing activations and "
+        "rescaling results costs about what the int8 multiply saves, so int8 buys memory more than speed there; "
+        "the per-layer kernel timings in benchmarks/compress.py show where it pays.",
         "Backtest metrics need a recording with prices; none was supplied to this run.",
     ]
     return notes
