@@ -41,24 +41,27 @@ class FinetuneConfig:
 
     target_layers: int = 12  # depth to reach by successive dropping (<= the base's depth)
     drop_every: int = 6  # optimizer steps between two drops
-    warmup_steps: int = 6  # steps at full depth before the first drop (the head and the body meet)
+    warmup_steps: int = 12  # steps at full depth before the first drop (the head and the body meet)
     criterion: str = "skip_loss"  # skip_loss (task loss when a layer is bypassed), block_influence, angular
-    probe_examples: int = 96  # held-out training examples the criterion is measured on
+    probe_examples: int = 64  # held-out training examples the criterion is measured on
     keep_last_layer: bool = True  # the head reads the last layer's output: never drop it
     freeze_embeddings: bool = True
-    epochs: float = 1.0  # passes over the training split (fractional allowed)
+    epochs: float = 3.0  # passes over the training split (fractional allowed)
     max_steps: int | None = None  # cap on optimizer steps (None: epochs decide)
     batch_size: int = 16
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3  # the 3-row score head starts from label words and moves faster
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     max_grad_norm: float = 1.0
-    max_length: int = 128  # training truncation; serving keeps the tokenizer's context and chunks
+    max_length: int = 128  # training truncation
+    serving_max_length: int = 512  # window the worker chunks long documents into (capped by the model's context)
     label_words: tuple[str, str, str] = ("negative", "neutral", "positive")  # head init, bearish..bullish
     validation_fraction: float = 0.1
     eval_every: int = 50  # steps between validation checks once at the target depth
     patience: int = 4  # validation checks without improvement before stopping
+    trim_vocab: bool = True  # keep only the embedding rows the training corpus can reach (compressor/vocab.py)
+    vocab_min_count: int = 1  # a corpus token is kept when seen at least this often
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     bf16_autocast: str = "auto"  # "auto": bf16 matmuls where the CPU has native bf16 (AMX/AVX512-BF16) or on CUDA; "on"; "off"
     seed: int = 0
@@ -108,6 +111,28 @@ class _Batches:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _temper_head(model: Any, probe: _Batches, batches: list[list[int]]) -> None:
+    """Scale the label-word head so its logits have unit spread on the probe set.
+
+    LM-head rows give logits in the tens: a near one-hot softmax whose first gradients are huge and mostly
+    noise. Scaling keeps the zero-shot ranking and starts training from calibrated-ish probabilities.
+    """
+    import torch
+
+    logits = []
+    model.eval()
+    with torch.inference_mode():
+        for idx in batches:
+            batch = probe.collate(idx)
+            batch.pop("labels")
+            logits.append(model(**batch, use_cache=False).logits.float())
+    model.train()
+    spread = float(torch.cat(logits).std())
+    if spread > 0:
+        with torch.no_grad():
+            model.score.weight.div_(spread)
+
+
 def _freeze_embeddings(model: Any) -> None:
     model.model.embed_tokens.weight.requires_grad_(False)
 
@@ -134,11 +159,12 @@ def _optimizer(model: Any, config: FinetuneConfig) -> torch.optim.Optimizer:
 
 
 def _loss_on(model: Any, data: _Batches, batches: list[list[int]]) -> tuple[float, list[int]]:
-    """Mean cross-entropy and predictions of `model` on the given batches (no gradients)."""
+    """Mean cross-entropy on the given batches and predictions indexed like `data` (no gradients)."""
     import torch
     import torch.nn.functional as F
 
-    total, n, preds = 0.0, 0, []
+    total, n = 0.0, 0
+    preds = [0] * len(data.ids)
     model.eval()
     with torch.inference_mode():
         for idx in batches:
@@ -147,34 +173,73 @@ def _loss_on(model: Any, data: _Batches, batches: list[list[int]]) -> tuple[floa
             logits = model(**batch, use_cache=False).logits.float()
             total += float(F.cross_entropy(logits, labels, reduction="sum"))
             n += len(idx)
-            preds.extend(logits.argmax(-1).tolist())
+            for i, p in zip(idx, logits.argmax(-1).tolist()):
+                preds[i] = p
     model.train()
     return total / max(1, n), preds
 
 
-def skip_losses(model: Any, data: _Batches, batches: list[list[int]], candidates: list[int]) -> list[float]:
-    """Task loss of the model with each candidate layer bypassed (identity); lower means it can go."""
-    scores = []
-    for i in candidates:
-        layer = model.model.layers[i]
-        handle = layer.register_forward_hook(
-            lambda m, args, kwargs, out: args[0] if args else kwargs["hidden_states"], with_kwargs=True)
-        try:
-            scores.append(_loss_on(model, data, batches)[0])
-        finally:
-            handle.remove()
-    return scores
+def skip_losses(model: Any, data: _Batches, batches: list[list[int]], candidates: list[int],
+                autocast: bool = False) -> list[float]:
+    """Task loss of the model with each candidate layer bypassed (identity); lower means it can go.
+
+    One full forward per batch records every layer's output; bypassing layer i then replays the recorded
+    outputs of layers before it and runs only the layers after it, about half the work of a forward each.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Replay(nn.Module):
+        def __init__(self, output: torch.Tensor) -> None:
+            super().__init__()
+            self.output = output
+
+        def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return self.output
+
+    class Bypass(nn.Module):
+        def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            return hidden_states
+
+    layers = model.model.layers
+    totals = [0.0] * len(candidates)
+    count = 0
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for idx in batches:
+                batch = data.collate(idx)
+                labels = batch.pop("labels")
+                outputs: list[torch.Tensor] = []
+                model.model.layers = layers
+                handles = [layer.register_forward_hook(lambda m, a, o: outputs.append(o)) for layer in layers]
+                try:
+                    model(**batch, use_cache=False)
+                finally:
+                    for h in handles:
+                        h.remove()
+                for k, i in enumerate(candidates):
+                    model.model.layers = nn.ModuleList(
+                        [Replay(outputs[j]) for j in range(i)] + [Bypass()] + list(layers[i + 1:]))
+                    logits = model(**batch, use_cache=False).logits.float()
+                    totals[k] += float(F.cross_entropy(logits, labels, reduction="sum"))
+                count += len(idx)
+    finally:
+        model.model.layers = layers
+        model.train()
+    return [t / max(1, count) for t in totals]
 
 
 def _choose_victim(model: Any, config: FinetuneConfig, probe: _Batches, probe_batches: list[list[int]],
-                   tokenizer: Any) -> tuple[int, list[float]]:
+                   autocast: bool) -> tuple[int, list[float]]:
     """The layer to drop now and the scores it was chosen by (one per layer; inf = protected)."""
     from compressor.stages.calibration import layer_scores
 
     n = len(model.model.layers)
     candidates = list(range(n - 1 if config.keep_last_layer and n > 1 else n))
     if config.criterion == "skip_loss":
-        cand_scores = skip_losses(model, probe, probe_batches, candidates)
+        cand_scores = skip_losses(model, probe, probe_batches, candidates, autocast)
     else:
         calib = []
         for idx in probe_batches:
@@ -260,6 +325,7 @@ def finetune(
     probe_batches = probe.ordered(32)
     val = encode(val_corpus) if val_corpus is not None else None
 
+    _temper_head(model, probe, probe_batches)
     if config.freeze_embeddings:
         _freeze_embeddings(model)
     model.config.use_cache = False
@@ -307,7 +373,7 @@ def finetune(
         bar.update(1)
         bar.set_postfix(layers=len(model.model.layers), loss=f"{loss_sum / loss_n:.3f}")
         if step in drop_steps:
-            victim, scores = _choose_victim(model, config, probe, probe_batches, tokenizer)
+            victim, scores = _choose_victim(model, config, probe, probe_batches, autocast)
             _drop(model, victim)
             optimizer = _optimizer(model, config)  # its state held the removed layer's moments
             decision = {"step": step, "dropped_original": _original_index(drops, victim, start_layers),
@@ -337,6 +403,14 @@ def finetune(
     if best is not None:
         model.load_state_dict(best[1])
     model.eval()
+    vocab_report = None
+    if config.trim_vocab:
+        from compressor.vocab import trim_vocabulary
+
+        tokenizer, trimmed = trim_vocabulary(model, tokenizer, train_corpus.texts, config.vocab_min_count)
+        vocab_report = trimmed.as_dict()
+        log.info("finetune.vocab_trimmed", **vocab_report)
+    tokenizer.model_max_length = min(config.serving_max_length, int(model.config.max_position_embeddings))
     train_seconds = time.perf_counter() - started
 
     report: dict[str, Any] = {
@@ -347,6 +421,7 @@ def finetune(
         "steps": step, "planned_steps": total, "bf16_autocast": autocast, "stopped_early": stopped_early, "best_step": best_step,
         "history": history, "drops": drops,
         "kept_layers": _kept_original(drops, start_layers),
+        "vocabulary": vocab_report,
         "train_seconds": round(train_seconds, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
