@@ -56,7 +56,7 @@ def log(msg: str) -> None:
 
 def stratified_sample(src: Path, dst: Path, size: int | None, seed: int = 0) -> Path:
     """Write a stratified sample of `size` lines of `src` to `dst` (all of it when size is None)."""
-    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in src.read_text(encoding="utf-8").split("\n") if line.strip()]
     if size is not None and size < len(rows):
         by: dict[str, list[dict]] = {}
         for row in rows:
@@ -361,6 +361,41 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                "threads": args.threads, "load_average_start": os.getloadavg()}
     measure = dict(threads=args.threads, rounds=args.rounds, latency_samples=args.latency_samples)
 
+    log("import SmolLM2 (finsignal compress import)")
+    base = work / "smollm2"
+    if smollm2.is_dir() and (smollm2 / "config.json").is_file():
+        base = smollm2  # already imported
+    elif not (base / "config.json").is_file():
+        shutil.rmtree(base, ignore_errors=True)
+        summary["import_s"] = finsignal("compress", "import", str(smollm2), "--out", str(base))
+    base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
+    summary["base_fp32_bytes"] = base_bytes
+
+    log("fine-tune SmolLM2 (compress train --base)")
+    tuned = work / "finetuned"
+    shutil.rmtree(tuned, ignore_errors=True)
+    train_s = finsignal("compress", "train", "--base", str(base), "--data", str(train_path), "--out", str(tuned),
+                        *args.finetune_args)
+    report = json.loads((tuned / "report.json").read_text())
+    depth = len(report["kept_layers"])
+    summary["finetune"] = {k: report.get(k) for k in ("kept_layers", "steps", "stopped_early", "best_step",
+                                                       "vocabulary", "history", "train_seconds", "config")}
+    for dtype in ("float32", "bfloat16"):
+        m = measure_artifact(tuned, texts_file, work / f"finetuned_{dtype}.json", dtype=dtype, **measure)
+        rows.append({"model": f"SmolLM2 fine-tuned, {depth} layers, {'fp32' if dtype == 'float32' else 'bf16'}",
+                     **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s})
+
+    log("compress the fine-tuned model (compress run, default recipe)")
+    compressed = work / "compressed"
+    shutil.rmtree(compressed, ignore_errors=True)
+    compress_s = finsignal("compress", "run", "--model", str(tuned), "--data", str(train_path), "--eval",
+                           str(test_path), "--out", str(compressed), "--overwrite", *args.compress_args)
+    m = measure_artifact(compressed / "w8a8", texts_file, work / "compressed.json", **measure)
+    rows.append({"model": f"SmolLM2 fine-tuned + compressed (int8 W8A8, {depth} layers)",
+                 **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s + compress_s})
+    summary["compress_s"] = compress_s
+    summary["compress_report"] = json.loads((compressed / "report.json").read_text()).get("notes")
+
     majority = max(set(train_c.labels), key=train_c.labels.count)
     pred = [majority] * len(labels)
     rows.append({"model": "majority class", "accuracy": accuracy(labels, pred), "macro_f1": macro_f1(labels, pred)})
@@ -396,45 +431,10 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     rows.append({"model": "from scratch (4 x 256, fp32)", **_scores(labels, np.load(m["probs_path"])), **_cost(m),
                  "train_s": scratch_s})
 
-    log("import SmolLM2 (finsignal compress import)")
-    base = work / "smollm2"
-    if smollm2.is_dir() and (smollm2 / "config.json").is_file():
-        base = smollm2  # already imported
-    elif not (base / "config.json").is_file():
-        shutil.rmtree(base, ignore_errors=True)
-        summary["import_s"] = finsignal("compress", "import", str(smollm2), "--out", str(base))
-    base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
-    summary["base_fp32_bytes"] = base_bytes
-
     log("SmolLM2 zero-shot (prompt mode)")
     m = measure_other("prompt", base, texts_file, work / "zeroshot.json", **measure)
     rows.append({"model": "SmolLM2-135M-Instruct zero-shot (prompt, fp32)", **_scores(labels, np.load(m["probs_path"])),
                  **_cost(m)})
-
-    log("fine-tune SmolLM2 (compress train --base)")
-    tuned = work / "finetuned"
-    shutil.rmtree(tuned, ignore_errors=True)
-    train_s = finsignal("compress", "train", "--base", str(base), "--data", str(train_path), "--out", str(tuned),
-                        *args.finetune_args)
-    report = json.loads((tuned / "report.json").read_text())
-    depth = len(report["kept_layers"])
-    summary["finetune"] = {k: report.get(k) for k in ("kept_layers", "steps", "stopped_early", "best_step",
-                                                       "vocabulary", "history", "train_seconds", "config")}
-    for dtype in ("float32", "bfloat16"):
-        m = measure_artifact(tuned, texts_file, work / f"finetuned_{dtype}.json", dtype=dtype, **measure)
-        rows.append({"model": f"SmolLM2 fine-tuned, {depth} layers, {'fp32' if dtype == 'float32' else 'bf16'}",
-                     **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s})
-
-    log("compress the fine-tuned model (compress run, default recipe)")
-    compressed = work / "compressed"
-    shutil.rmtree(compressed, ignore_errors=True)
-    compress_s = finsignal("compress", "run", "--model", str(tuned), "--data", str(train_path), "--eval",
-                           str(test_path), "--out", str(compressed), "--overwrite", *args.compress_args)
-    m = measure_artifact(compressed / "w8a8", texts_file, work / "compressed.json", **measure)
-    rows.append({"model": f"SmolLM2 fine-tuned + compressed (int8 W8A8, {depth} layers)",
-                 **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s + compress_s})
-    summary["compress_s"] = compress_s
-    summary["compress_report"] = json.loads((compressed / "report.json").read_text()).get("notes")
 
     log("side by side: encoder, fine-tuned fp32, compressed")
     side = side_by_side(enc_dir, head_file, {"fine-tuned fp32": tuned, "compressed int8": compressed / "w8a8"},
@@ -514,8 +514,8 @@ def parse(argv: list[str] | None = None, quick: bool = False) -> argparse.Namesp
     p.add_argument("--train-size", type=int, default=1000 if quick else 4000, help="stratified training sample")
     p.add_argument("--test-size", type=int, default=400 if quick else None, help="stratified test sample [all]")
     p.add_argument("--threads", type=int, default=1, help="torch threads while timing")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--latency-samples", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=1, help="timed passes after the scoring pass")
+    p.add_argument("--latency-samples", type=int, default=100)
     p.add_argument("--finetune-args", nargs="*", default=[], help="extra `compress train --base` options")
     p.add_argument("--compress-args", nargs="*", default=[], help="extra `compress run` options")
     p.add_argument("--no-copy", action="store_true", help="do not write benchmarks/results/pretrained.*")

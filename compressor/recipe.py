@@ -319,7 +319,7 @@ def pretrained_recipe(full: bool = False) -> Recipe:
         finetune=Finetune(epochs=1, batch_size=16, learning_rate=2e-5, warmup_fraction=0.06),
         distill=Distill(temperature=2.0, alpha=0.5),
         calibration=Calibration(examples=256, batch_size=32),
-        evaluation=Evaluation(throughput_rounds=2, latency_samples=100),
+        evaluation=Evaluation(throughput_rounds=1, latency_samples=100),
         stages=[QuantizeSpec(mode="qat", embeddings=True)],
         comparisons=comparisons,
         baselines=["dense_fp32", "dense_bf16", "int8_ptq"],

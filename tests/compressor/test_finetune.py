@@ -1,0 +1,166 @@
+"""Fine-tuning a pretrained LLaMA: successive layer dropping, frozen embeddings, early stop, vocabulary trim.
+
+The "pretrained" model is a tiny random causal LLaMA with a byte-level BPE tokenizer trained here, saved as a
+Hugging Face directory exactly as `compress import` writes one; mechanics, not accuracy, are under test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compressor.data import DataError
+from compressor.errors import ModelError
+from compressor.finetune import FinetuneConfig, finetune, skip_losses, _Batches
+
+WORDS = ("negative", "neutral", "positive")
+
+
+def _tokenizer(texts: list[str]) -> Any:
+    """Byte-level BPE with no special-token template (like SmolLM2/Llama 3), label words as single tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, min_frequency=2, special_tokens=["<|endoftext|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts + [" negative neutral positive"] * 50, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", model_max_length=8192)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-layer random LlamaForCausalLM with tied embeddings, saved with its tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from compressor.data import load_corpus
+    from finsignal.demo import sample_corpus
+
+    train_path, _ = sample_corpus()
+    tokenizer = _tokenizer(load_corpus(train_path).texts)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id, architectures=["LlamaForCausalLM"])
+    out = tmp_path_factory.mktemp("base")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[Path, Path]:
+    from finsignal.demo import sample_corpus
+
+    return sample_corpus()
+
+
+def _config(**changes: Any) -> FinetuneConfig:
+    base = dict(target_layers=3, drop_every=2, warmup_steps=2, max_steps=14, batch_size=16, eval_every=2,
+                patience=50, probe_examples=24, label_words=WORDS, bf16_autocast="off", learning_rate=1e-3)
+    return FinetuneConfig(**{**base, **changes})
+
+
+def test_layers_dropped_on_schedule_embeddings_frozen(base_dir: Path, corpus: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    from compressor.model_io import check_checkpoint, load_model, load_tokenizer
+
+    train_path, eval_path = corpus
+    report = finetune(base_dir, train_path, tmp_path / "out", eval_path, _config(), progress=False)
+
+    assert [d["step"] for d in report["drops"]] == [2, 4, 6]  # warm-up, then one drop every 2 steps
+    assert [d["layers_left"] for d in report["drops"]] == [5, 4, 3]
+    assert len(report["kept_layers"]) == 3 and report["kept_layers"][-1] == 5  # the last layer is protected
+    assert all(d["scores"][-1] is None for d in report["drops"])  # ... and never scored
+    assert report["history"] and all(h["layers"] == 3 for h in report["history"])  # validated at the target
+
+    model = LlamaForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert model.config.num_hidden_layers == 3
+    base = load_model(check_checkpoint(base_dir, list(WORDS)), load_tokenizer(check_checkpoint(base_dir, list(WORDS))))
+    kept = report["kept_layers"]
+    # frozen embeddings: every row that survived the vocabulary trim is the base model's row of that token
+    new_vocab = AutoTokenizer.from_pretrained(tmp_path / "out").get_vocab()
+    old_vocab = AutoTokenizer.from_pretrained(base_dir).get_vocab()
+    assert set(new_vocab) < set(old_vocab)
+    new_rows = torch.tensor([new_vocab[t] for t in new_vocab])
+    old_rows = torch.tensor([old_vocab[t] for t in new_vocab])
+    assert torch.equal(model.model.embed_tokens.weight[new_rows], base.model.embed_tokens.weight[old_rows])
+    # trained layers moved away from the base layers they came from
+    assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, base.model.layers[kept[0]].mlp.up_proj.weight)
+    meta = json.loads((tmp_path / "out" / "finsignal.json").read_text())
+    assert meta["lineage"]["recipe"]["stage"] == "finetune" and meta["max_length"] == 512
+    assert report["vocabulary"]["kept_vocab"] < report["vocabulary"]["original_vocab"]
+
+
+def test_unfrozen_embeddings_train(base_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+    from transformers import LlamaForSequenceClassification, LlamaForCausalLM
+
+    train_path, _ = corpus
+    finetune(base_dir, train_path, tmp_path / "out", None,
+             _config(freeze_embeddings=False, trim_vocab=False, target_layers=6), progress=False)
+    tuned = LlamaForSequenceClassification.from_pretrained(tmp_path / "out")
+    base = LlamaForCausalLM.from_pretrained(base_dir)
+    assert not torch.equal(tuned.model.embed_tokens.weight, base.model.embed_tokens.weight)
+
+
+def test_early_stop_restores_best(base_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train_path, _ = corpus
+    # a learning rate of zero after the head: validation never improves, so patience 2 stops after 3 checks
+    report = finetune(base_dir, train_path, tmp_path / "out", None,
+                      _config(max_steps=40, learning_rate=0.0, head_learning_rate=0.0, patience=2), progress=False)
+    assert report["stopped_early"]
+    assert len(report["history"]) == 3 and report["steps"] < 40
+    assert report["best_step"] == report["history"][0]["step"]
+
+
+def test_skip_loss_matches_bypassing_a_layer() -> None:
+    """The replayed-prefix shortcut gives the same loss as running the model with the layer bypassed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from compressor.finetune import _loss_on
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=3, pad_token_id=0)
+    model = LlamaForSequenceClassification(config)
+    data = _Batches([[5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15, 16], [3, 4]], [0, 1, 2, 1], 0)
+    batches = data.ordered(2)
+    fast = skip_losses(model, data, batches, [0, 1, 2])
+    slow = []
+    for i in (0, 1, 2):
+        hook = model.model.layers[i].register_forward_hook(
+            lambda m, args, kwargs, out: args[0] if args else kwargs["hidden_states"], with_kwargs=True)
+        slow.append(_loss_on(model, data, batches)[0])
+        hook.remove()
+    assert fast == pytest.approx(slow, rel=1e-5)
+    assert len(model.model.layers) == 4  # the model is left as it was
+
+
+def test_bad_inputs_fail_before_training(base_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train_path, _ = corpus
+    one_label = tmp_path / "one.jsonl"
+    one_label.write_text("".join(json.dumps({"text": f"stock {i} rises", "label": "bullish"}) + "\n"
+                                 for i in range(20)))
+    with pytest.raises(DataError, match="bearish"):
+        finetune(base_dir, one_label, tmp_path / "a", None, _config(), progress=False)
+    with pytest.raises(ModelError, match="only 6 layers"):
+        finetune(base_dir, train_path, tmp_path / "b", None, _config(target_layers=8), progress=False)
+    with pytest.raises(ModelError, match="one token"):
+        finetune(base_dir, train_path, tmp_path / "c", None, _config(label_words=("bearishly", "meh", "up")),
+                 progress=False)
+    with pytest.raises(ValueError, match="criterion"):
+        finetune(base_dir, train_path, tmp_path / "d", None, _config(criterion="random"), progress=False)
+    assert not any((tmp_path / name).exists() for name in "abcd")
