@@ -31,7 +31,8 @@ from signals.worker import Worker
 
 TITLE = "end-to-end latency and throughput, demo model, embedded Kafka + Redis"
 SYMBOLS = ("AAPL", "TSLA", "BTCUSDT", "ETHUSDT")
-SHARED_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter_fin_news_test.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TEST = ROOT.parent / "shared" / "data" / "twitter_fin_news_test.jsonl"
 
 
 def _texts() -> list[str]:
@@ -165,5 +166,30 @@ def run(quick: bool = False) -> list[dict]:
         for name, candidate in (("dense fp32", model), ("int8 (compressor)", compressed)):
             steady = _scenario(kafka, server.url, candidate, 32, texts, 0, rate, seconds)
             rows.append({"batch": f"32, {name}", **steady})
+        rows += _pretrained_rows(kafka, server.url, texts, backlog, rate, seconds)
     rows.append({"batch": "32 vs 1", "throughput_docs_s": capacity[32] / capacity[1]})
     return rows
+
+
+def pretrained_dir() -> Path | None:
+    """The compressed pretrained model (`python -m benchmarks pretrained` writes it), or $FINSIGNAL_E2E_PRETRAINED."""
+    import os
+
+    configured = os.environ.get("FINSIGNAL_E2E_PRETRAINED")
+    path = Path(configured) if configured else ROOT / "artifacts" / "bench-pretrained" / "compressed" / "w8a8"
+    return path if (path / "finsignal.json").is_file() else None
+
+
+def _pretrained_rows(kafka: KafkaSettings, redis_url: str, texts: list[str], backlog: int, rate: float,
+                     seconds: float) -> list[dict]:
+    """The compressed fine-tuned SmolLM2 through the same worker: capacity at batch 32, then a steady rate
+    that it holds (the demo rate, or half its capacity if that is lower)."""
+    directory = pretrained_dir()
+    if directory is None:
+        return [{"batch": "32, SmolLM2 fine-tuned int8", "note": "skipped: no compressed pretrained model "
+                 "(run `python -m benchmarks pretrained` first or set FINSIGNAL_E2E_PRETRAINED)"}]
+    model = SentimentModel.load(directory)
+    capacity = _scenario(kafka, redis_url, model, 32, texts, backlog, None, 0)["docs_per_s"]
+    steady_rate = round(min(rate, capacity * 0.5), 1)
+    steady = _scenario(kafka, redis_url, model, 32, texts, 0, steady_rate, seconds)
+    return [{"batch": f"32, SmolLM2 fine-tuned int8 @ {steady_rate}/s", "throughput_docs_s": capacity, **steady}]

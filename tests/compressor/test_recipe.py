@@ -105,3 +105,24 @@ def test_counts_resolve_absolute_or_as_share() -> None:
     assert resolve_count(3, 8) == 3
     assert resolve_count(0.5, 8) == 4
     assert resolve_count(0.01, 8) == 1
+
+
+def test_builtin_pretrained_recipe_and_default_choice(tmp_path: Path) -> None:
+    from compressor.model_io import CheckedModel, ModelShape
+    from compressor.pipeline import default_recipe_name
+    from compressor.recipe import load_recipe
+
+    recipe = load_recipe("pretrained")
+    assert [s.type for s in recipe.stages] == ["quantize"] and recipe.stages[0].mode == "qat"
+    assert recipe.comparisons == [] and "int8_ptq" in recipe.baselines
+    assert [c.name for c in load_recipe("pretrained-full").comparisons] == [
+        "dense+sparsity_24", "dense+lowrank", "dense+weight_sharing"]
+    shape = ModelShape(layers=2, hidden=128, attention_heads=4, kv_heads=2, head_dim=32, ffn=352, vocab=300)
+
+    def checked(meta: dict, hidden: int = 128) -> CheckedModel:
+        return CheckedModel(directory=tmp_path, config={}, architecture="LlamaForSequenceClassification",
+                            shape=shape.with_(hidden=hidden), meta=meta, content_hash="x", label_words=None)
+
+    assert default_recipe_name(checked({"lineage": {"recipe": {"stage": "finetune"}}})) == "pretrained"
+    assert default_recipe_name(checked({"lineage": {"recipe": {"stage": "train"}}})) == "small"
+    assert default_recipe_name(checked({}, hidden=2048)) == "pretrained"
