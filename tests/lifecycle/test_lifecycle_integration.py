@@ -37,10 +37,10 @@ def docs(texts: list[str], tag: str) -> list[Document]:
             for i, t in enumerate(texts)]
 
 
-def start(model_dir: Path, kafka_settings, topics, redis_server, loader=None, **overrides) -> tuple[Worker, threading.Thread]:
+def start(serve_dir: Path, kafka_settings, topics, redis_server, loader=None, **overrides) -> tuple[Worker, threading.Thread]:
     settings = WorkerSettings(group_id=f"g-{topics.news}", market_context=False, link_symbols=False,
                               model_poll_s=0.2, **overrides)
-    worker = Worker(SentimentModel.load(model_dir), kafka=kafka_settings, topics=topics,
+    worker = Worker(SentimentModel.load(serve_dir), kafka=kafka_settings, topics=topics,
                     redis_settings=RedisSettings(url=redis_server.url), settings=settings,
                     model_loader=loader or (lambda path: load_backend(path, settings)))
     thread = threading.Thread(target=worker.run, daemon=True)
