@@ -16,6 +16,7 @@ REGISTRY = {
     "batching": "benchmarks.batching",
     "consumers": "benchmarks.consumers",
     "soak": "benchmarks.soak",
+    "shadow": "benchmarks.shadow",
 }
 
 
