@@ -15,6 +15,7 @@ loads the new version in the background; a removed one stops shadowing.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -93,8 +94,12 @@ class ShadowScorer(threading.Thread):
             return False
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then stop."""
-        self._queue.put(_STOP)
+        """Drop what is queued (shadowing is best effort), finish the batch in hand, and stop."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(_STOP, timeout=timeout)
         self.join(timeout)
 
     def run(self) -> None:
@@ -109,10 +114,13 @@ class ShadowScorer(threading.Thread):
                 item = self._queue.get()
                 if item is _STOP:
                     break
-                self._follow_pointer()
-                if self.scorer is None:
-                    continue
-                self._shadow(*item)
+                try:
+                    self._follow_pointer()
+                    if self.scorer is not None:
+                        self._shadow(*item)
+                except Exception as exc:  # noqa: BLE001 - whatever breaks here, the thread lives on
+                    metrics.SHADOW_FAILURES.labels("internal").inc()
+                    log.exception("shadow.failed", error=repr(exc))
         finally:
             if self._watcher is not None:
                 self._watcher.close()

@@ -158,6 +158,8 @@ class Worker:
             # A worker joining or leaving moves only the partitions that must move.
             partition_assignment_strategy=(CooperativeStickyAssignor,),
         )
+        import scipy.stats  # noqa: F401 - the drift KS test's import, paid at start rather than in a flush
+
         feed = self._start_market_feed()
         watcher = self._watcher()
         self.shadow = self._start_shadow()
@@ -267,6 +269,8 @@ class Worker:
         """Live is out and committed: hand the batch to the shadow thread and the signals to drift."""
         if self.shadow is not None:
             self.shadow.submit(documents, signals)
+        if not signals:
+            return
         sources = {item.document.id: item.document.source for item in scored}
         self.drift.observe(Observation.of(sig, sources.get(sig.document_ids[0], "")) for sig in signals)
         self._export_drift()
