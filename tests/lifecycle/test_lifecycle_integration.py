@@ -24,7 +24,8 @@ from tests.conftest import eventually
 from tests.integration.test_cli import finsignal
 from tests.lifecycle.conftest import texts_by_label
 
-pytestmark = pytest.mark.integration
+# Each test starts a worker (a group join) and some run the gate in a subprocess: minutes on 2 shared cores.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 SYMBOLS = ("AAPL", "BTCUSDT", "TSLA")
 _serial = itertools.count()
@@ -76,7 +77,7 @@ def test_gate_refuses_a_worse_candidate_promotes_a_good_one_and_rollback_restore
         redis_client, tmp_path):
     ensure_topics(kafka_settings, topics.all())
     registry = ModelRegistry(tmp_path / "registry")
-    env = {"FINSIGNAL_REGISTRY_ROOT": str(registry.root)}
+    env = {"FINSIGNAL_REGISTRY_ROOT": str(registry.root), "FINSIGNAL_GATE_LATENCY_DOCS": "50"}
     first = finsignal("model", "promote", str(tiny_model_dir), "--eval", str(eval_path), env=env)
     assert first.returncode == 0, first.stderr
     v1 = registry.pointer("live")
@@ -133,7 +134,7 @@ def test_gate_refuses_a_worse_candidate_promotes_a_good_one_and_rollback_restore
 
 def test_force_moves_live_past_failed_gates_and_is_recorded(tiny_model_dir, worse_model_dir, eval_path, tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
-    env = {"FINSIGNAL_REGISTRY_ROOT": str(registry.root)}
+    env = {"FINSIGNAL_REGISTRY_ROOT": str(registry.root), "FINSIGNAL_GATE_LATENCY_DOCS": "50"}
     assert finsignal("model", "promote", str(tiny_model_dir), "--eval", str(eval_path), env=env).returncode == 0
     forced = finsignal("model", "promote", str(worse_model_dir), "--eval", str(eval_path), "--force", env=env)
     assert forced.returncode == 0 and "FORCED past failed gates" in forced.stdout
