@@ -17,6 +17,7 @@ REGISTRY = {
     "consumers": "benchmarks.consumers",
     "soak": "benchmarks.soak",
     "pretrained": "benchmarks.pretrained",
+    "shadow": "benchmarks.shadow",
 }
 
 

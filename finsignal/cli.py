@@ -14,6 +14,9 @@ app.add_typer(compress_app, name="compress")
 ingest_app = typer.Typer(help="Run one ingestor as a long-running service (until Ctrl-C / SIGTERM).",
                          no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+model_app = typer.Typer(help="Model registry and lifecycle: register, promote through the gate, shadow, rollback, "
+                        "drift (store: FINSIGNAL_REGISTRY_ROOT).", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 
 
 @app.callback()
@@ -399,6 +402,132 @@ def record(
     except KeyboardInterrupt:
         counts = None
     typer.echo(f"recorded {counts if counts is not None else 'until interrupted'} -> {out}", err=True)
+
+
+def _registry():  # noqa: ANN202 - keeps the registry import out of CLI start-up
+    from signals.registry import ModelRegistry
+
+    return ModelRegistry.from_settings()
+
+
+def _model_command(fn, *args, **kwargs) -> None:  # noqa: ANN001
+    """Run a `consumers.lifecycle.command` function and print its lines; registry errors exit 2."""
+    from signals.registry import RegistryError
+
+    try:
+        lines = fn(*args, **kwargs)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    for line in lines:
+        typer.echo(line)
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Registered versions, what points at them, their eval figures."""
+    from consumers.lifecycle.command import list_lines
+
+    _model_command(list_lines, _registry())
+
+
+@model_app.command("show")
+def model_show(version: Annotated[str, typer.Argument(help="version, prefix, live, shadow or previous")]) -> None:
+    """A version's manifest (lineage, eval metrics, compression report), pointers and audit records."""
+    from consumers.lifecycle.command import show_lines
+
+    _model_command(show_lines, _registry(), version)
+
+
+@model_app.command("register")
+def model_register(directory: Annotated[Path, typer.Argument(help="checkpoint directory")]) -> None:
+    """Copy a checkpoint into the store under its content hash."""
+    from consumers.lifecycle.command import register_lines
+
+    _model_command(register_lines, _registry(), directory)
+
+
+@model_app.command("promote")
+def model_promote(
+    candidate: Annotated[str, typer.Argument(help="registered version (or prefix), or a checkpoint directory")],
+    recording: Annotated[Optional[Path], typer.Option(help="also backtest both models on this recording")] = None,
+    eval: Annotated[Optional[Path], typer.Option("--eval", help="labeled JSONL (default FINSIGNAL_GATE_EVAL_PATH)")]
+    = None,
+    force: Annotated[bool, typer.Option(help="move live even if gates fail (recorded in the audit log)")] = False,
+) -> None:
+    """Compare CANDIDATE with live; every gate passes: live moves; otherwise one line per failed gate, exit 1."""
+    from consumers.lifecycle.gate import promote
+    from signals.model import ModelLoadError
+    from signals.registry import RegistryError
+
+    if recording is not None and not recording.is_dir():
+        raise _fail(f"{recording}: no such recording directory")
+    try:
+        decision = promote(_registry(), candidate, eval_path=eval, recording=recording, force=force)
+    except (RegistryError, ModelLoadError) as exc:
+        raise _fail(str(exc)) from None
+    for line in decision.lines:
+        typer.echo(line)
+    if not decision.moved:
+        raise typer.Exit(1)
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Move live back to the version that was live before it."""
+    from consumers.lifecycle.command import rollback_lines
+
+    _model_command(rollback_lines, _registry())
+
+
+@model_app.command("shadow")
+def model_shadow(
+    candidate: Annotated[Optional[str], typer.Argument(help="version or checkpoint directory to shadow")] = None,
+    clear: Annotated[bool, typer.Option(help="stop shadowing")] = False,
+) -> None:
+    """Point `shadow` at a version: workers with FINSIGNAL_WORKER_SHADOW_DIR score it beside live."""
+    from consumers.lifecycle.command import shadow_lines
+
+    if (candidate is None) == (not clear):
+        raise _fail("give a CANDIDATE or --clear")
+    _model_command(shadow_lines, _registry(), None if clear else candidate)
+
+
+@model_app.command("remove")
+def model_remove(version: Annotated[str, typer.Argument(help="version or prefix")]) -> None:
+    """Delete a version nothing points at (live, shadow, rollback history)."""
+    from consumers.lifecycle.command import remove_lines
+
+    _model_command(remove_lines, _registry(), version)
+
+
+@model_app.command("audit")
+def model_audit(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """The last decisions from the audit log."""
+    from consumers.lifecycle.command import audit_lines
+
+    _model_command(audit_lines, _registry(), limit)
+
+
+@model_app.command("drift")
+def model_drift() -> None:
+    """Current drift figures of every running worker (from FINSIGNAL_REDIS_URL)."""
+    import redis
+
+    from consumers.lifecycle.command import drift_lines, drift_snapshots
+    from signals.settings import RedisSettings
+
+    settings = RedisSettings()
+    if not settings.url:
+        raise _fail("FINSIGNAL_REDIS_URL is not set")
+    client = redis.Redis.from_url(settings.url, **settings.client_options())
+    try:
+        lines = drift_lines(drift_snapshots(client))
+    except redis.RedisError as exc:
+        raise _fail(f"Redis: {exc}") from None
+    finally:
+        client.close()
+    for line in lines:
+        typer.echo(line)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ class TopicSettings(ComponentSettings):
     orderbook: str = "market.bybit.orderbook"
     ticker: str = "market.bybit.ticker"
     signals: str = "signals"
+    signals_shadow: str = "signals.shadow"  # shadow model's signals (model lifecycle); no strategy reads them
     deadletter: str = "deadletter"
 
     def all(self) -> list[str]:

@@ -34,3 +34,23 @@ COMMITS = Counter("finsignal_worker_commits_total", "Offset commits", ["outcome"
 MODEL_INFO = Gauge("finsignal_worker_model_info", "Model being served (1) and retired (0)", ["name", "version"])
 MODEL_RELOADS = Counter("finsignal_worker_model_reloads_total", "Model versions picked up", ["outcome"])
 MARKET_EVENTS = Counter("finsignal_worker_market_events_total", "Market events taken into the context", ["type"])
+
+# Model lifecycle: the latency of each model, shadow scoring beside live, and drift of live outputs.
+MODEL_SECONDS = Histogram("finsignal_worker_model_seconds", "Model time per flush, live and shadow", ["role"])
+SHADOW_COMPARED = Counter("finsignal_worker_shadow_compared_total", "Signals scored by both live and shadow")
+SHADOW_AGREED = Counter("finsignal_worker_shadow_agreed_total", "Of those, signals where both chose one direction")
+SHADOW_AGREEMENT = Gauge("finsignal_worker_shadow_agreement_ratio",
+                         "Live/shadow direction agreement over the last shadow_agreement_window signals")
+SHADOW_FLIPS = Counter("finsignal_worker_shadow_flips_total", "Live/shadow direction disagreements",
+                       ["symbol", "flip"])
+SHADOW_SIGNALS = Counter("finsignal_worker_shadow_signals_total", "Shadow signals published", ["outcome"])
+SHADOW_FAILURES = Counter("finsignal_worker_shadow_failures_total", "Shadow work that failed (live unaffected)",
+                          ["stage"])
+SHADOW_DROPPED = Counter("finsignal_worker_shadow_dropped_total",
+                         "Live batches not shadowed because the shadow queue was full")
+DRIFT_PSI = Gauge("finsignal_worker_drift_psi", "Population stability index of live outputs vs the reference",
+                  ["feature", "source"])
+DRIFT_KS_STATISTIC = Gauge("finsignal_worker_drift_ks_statistic", "KS statistic of live scores vs the reference")
+DRIFT_KS_PVALUE = Gauge("finsignal_worker_drift_ks_pvalue", "KS p-value of live scores vs the reference")
+DRIFT_WINDOW = Gauge("finsignal_worker_drift_window_signals", "Signals in the drift window")
+DRIFT_REFERENCE = Gauge("finsignal_worker_drift_reference_signals", "Signals in the drift reference", ["origin"])

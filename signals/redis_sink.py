@@ -53,8 +53,9 @@ def channel(symbol: str) -> str:
 class RedisSignalSink:
     """Writes signals so that a batch is either acknowledged by Redis or raises."""
 
-    def __init__(self, client: redis.Redis, *, maxlen: int, dedupe_ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, *, maxlen: int, dedupe_ttl_s: int, prefix: str = "") -> None:
         self._client = client
+        self._prefix = prefix  # prepended to every key and channel: shadow signals live apart from live ones
         self._maxlen = maxlen
         self._ttl = dedupe_ttl_s
         self._script = client.register_script(_PUBLISH_LUA)
@@ -64,10 +65,11 @@ class RedisSignalSink:
         if not signals:
             return []
         pipe = self._client.pipeline(transaction=False)
+        p = self._prefix
         for sig in signals:
             self._script(
-                keys=[stream_key(sig.symbol), f"{SEEN_PREFIX}{sig.id}", LATEST_KEY, SYMBOLS_KEY],
-                args=[sig.id, sig.model_dump_json(), self._ttl, self._maxlen, sig.symbol, channel(sig.symbol),
+                keys=[p + stream_key(sig.symbol), f"{p}{SEEN_PREFIX}{sig.id}", p + LATEST_KEY, p + SYMBOLS_KEY],
+                args=[sig.id, sig.model_dump_json(), self._ttl, self._maxlen, sig.symbol, p + channel(sig.symbol),
                       str(sig.ts_event)],
                 client=pipe,
             )

@@ -69,8 +69,10 @@ class SignalScorer:
         settings: WorkerSettings,
         clock: Clock = time.time_ns,
         market: MarketContextStore | None = None,
+        record_metrics: bool = True,
     ) -> None:
         self.model = model
+        self.record_metrics = record_metrics  # off for a shadow scorer: the worker's metrics describe live
         self.settings = settings
         self.clock = clock
         self.market = market
@@ -129,6 +131,8 @@ class SignalScorer:
         )
 
     def _observe_batch(self, batch: tuple[int, ...], pieces: list[tuple[int, list[int]]]) -> None:
+        if not self.record_metrics:
+            return
         longest = max(len(pieces[i][1]) for i in batch)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.BATCH_FILL.observe(min(1.0, len(batch) * longest / self.settings.token_budget))
@@ -136,6 +140,8 @@ class SignalScorer:
     def _record(self, plan: BatchPlan, documents: int, chunks: int, seconds: float) -> None:
         self.last_stats = ScoreStats(documents, chunks, len(plan.batches), plan.real_tokens, plan.padded_tokens,
                                      seconds)
+        if not self.record_metrics:
+            return
         metrics.SCORE_SECONDS.observe(seconds)
         metrics.TOKENS.labels("real").inc(plan.real_tokens)
         metrics.TOKENS.labels("padded").inc(plan.padded_tokens)

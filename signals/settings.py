@@ -53,3 +53,21 @@ class WorkerSettings(ComponentSettings):
     audit_topic: bool = Field(True, description="also publish each signal to the `signals` Kafka topic")
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means torch's default")
+    # Shadow scoring: a second model on the same batches, published where no strategy reads by default.
+    shadow_dir: Path | None = Field(
+        None, description="checkpoint directory or symlink (e.g. <registry>/shadow) scored beside live; unset: off"
+    )
+    shadow_prefix: str = Field("shadow:", min_length=1, description="prefix of every Redis key shadow signals use")
+    shadow_queue: int = Field(4, ge=1, description="live batches waiting for the shadow at most; more are dropped")
+    shadow_agreement_window: int = Field(1000, ge=1, description="signals the agreement gauge averages over")
+    # Drift of the live model's outputs (signals.drift).
+    drift_reference: Literal["warmup", "promotion"] = Field(
+        "warmup", description="reference: the first drift_warmup signals, or the promotion eval (reference.json "
+        "beside the model; falls back to warm-up when absent)"
+    )
+    drift_warmup: int = Field(500, ge=1, description="signals in a warm-up reference")
+    drift_window: int = Field(500, ge=1, description="most recent signals compared with the reference")
+    drift_min_signals: int = Field(100, ge=1, description="fewest signals in reference and window to compare")
+    drift_psi_alert: float = Field(0.25, gt=0, description="PSI above this is drift (the alert rule's threshold)")
+    drift_ks_alpha: float = Field(0.01, gt=0, lt=1, description="KS p-value below this is drift")
+    drift_publish_s: float = Field(5.0, ge=0, description="how often the drift snapshot is written to Redis")

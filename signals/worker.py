@@ -12,7 +12,9 @@ The loop reads top to bottom:
 4. publish the signals to Redis (idempotent by signal id) and wait for its reply, retrying with
    backoff while Redis is away;
 5. queue the audit copies on `signals` and flush the producer;
-6. commit the offsets of everything polled so far.
+6. commit the offsets of everything polled so far;
+7. only then, hand the batch to the shadow model's thread (if one is configured; `signals.shadow`)
+   and the published signals to the drift monitor (`signals.drift`): neither can delay step 4.
 
 A crash anywhere before step 6 redelivers those records; the deterministic signal id makes the
 second publish a no-op, so readers see each signal once.
@@ -20,8 +22,12 @@ second publish a no-op, so readers see each signal once.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,10 +41,13 @@ from ingest.kafka import DeadLetter, ensure_topics, make_producer, send_dead_let
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
 from signals.contracts import Signal
+from signals.drift import DRIFT_KEY, DriftMonitor, Observation, Reference
 from signals.market import MarketContextStore
 from signals.redis_sink import RedisSignalSink
 from signals.reload import ModelWatcher
+from signals.registry import REFERENCE
 from signals.scorer import Scored, ScoringBackend, SignalScorer
+from signals.shadow import ShadowScorer
 from signals.settings import RedisSettings, WorkerSettings
 
 if TYPE_CHECKING:
@@ -105,6 +114,14 @@ class Worker:
         self._sink: RedisSignalSink | None = None
         self._pending = _Pending()
         self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score")
+        self.shadow: ShadowScorer | None = None
+        self.drift = DriftMonitor(window=self.settings.drift_window, warmup=self.settings.drift_warmup,
+                                  min_signals=self.settings.drift_min_signals,
+                                  psi_alert=self.settings.drift_psi_alert, ks_alpha=self.settings.drift_ks_alpha)
+        self._reset_drift(model)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._redis: Any = None
+        self._drift_written = 0.0
         metrics.MODEL_INFO.labels(model.info.name, model.info.version).set(1)
 
     @property
@@ -124,6 +141,7 @@ class Worker:
         ensure_topics(self.kafka, self.topics.all())
         self._producer = make_producer(self.kafka)
         client = redis.Redis.from_url(self.redis_settings.url, **self.redis_settings.client_options())
+        self._redis = client
         self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s)
         self._consumer = KafkaConsumer(
             self.topics.news,
@@ -140,8 +158,11 @@ class Worker:
             # A worker joining or leaving moves only the partitions that must move.
             partition_assignment_strategy=(CooperativeStickyAssignor,),
         )
+        import scipy.stats  # noqa: F401 - the drift KS test's import, paid at start rather than in a flush
+
         feed = self._start_market_feed()
         watcher = self._watcher()
+        self.shadow = self._start_shadow()
         log.info("worker.started", group=self.settings.group_id, model=self.model.info.version,
                  token_budget=self.settings.token_budget, max_wait_ms=self.settings.max_wait_ms)
         try:
@@ -159,6 +180,8 @@ class Worker:
                 feed.stop()
             if watcher is not None:
                 watcher.close()
+            if self.shadow is not None:
+                self.shadow.stop()
             self._scoring.shutdown(wait=True)
             self._consumer.close(autocommit=False)
             self._producer.close(timeout=10)
@@ -240,6 +263,17 @@ class Worker:
         done = self.clock()
         for sig in signals:
             metrics.END_TO_END_SECONDS.observe(max(0, done - sig.ts_ingest) / 1e9)
+        self._after_commit([doc for doc, _, _ in pending.items], scored, signals)
+
+    def _after_commit(self, documents: list[Document], scored: list[Scored], signals: list[Signal]) -> None:
+        """Live is out and committed: hand the batch to the shadow thread and the signals to drift."""
+        if self.shadow is not None:
+            self.shadow.submit(documents, signals)
+        if not signals:
+            return
+        sources = {item.document.id: item.document.source for item in scored}
+        self.drift.observe(Observation.of(sig, sources.get(sig.document_ids[0], "")) for sig in signals)
+        self._export_drift()
 
     def _score_while_polling(self, items: list[tuple[Document, ConsumerRecord, float]]) -> list[Scored]:
         """Score on the scoring thread; meanwhile poll with all partitions paused to stay in the group."""
@@ -259,7 +293,10 @@ class Worker:
     def _score_isolating_failures(self, items: list[tuple[Document, ConsumerRecord, float]]) -> list[Scored]:
         """Score the batch; if the model fails on it, score one by one and dead-letter the culprits."""
         try:
-            return self.scorer.score([doc for doc, _, _ in items])
+            began = time.perf_counter()
+            scored = self.scorer.score([doc for doc, _, _ in items])
+            metrics.MODEL_SECONDS.labels("live").observe(time.perf_counter() - began)
+            return scored
         except Exception as exc:  # noqa: BLE001 - a model failure must not take valid neighbours down
             log.warning("worker.batch_failed", error=repr(exc), documents=len(items))
         scored: list[Scored] = []
@@ -367,9 +404,64 @@ class Worker:
         old = self.model.info
         self.flush()  # what was polled under the old model is scored by it
         self.scorer.model = model
+        self._reset_drift(model)
         metrics.MODEL_INFO.labels(old.name, old.version).set(0)
         metrics.MODEL_INFO.labels(model.info.name, model.info.version).set(1)
         log.info("model.swapped", old=old.version, new=model.info.version)
+
+    def _start_shadow(self) -> ShadowScorer | None:
+        if self.settings.shadow_dir is None:
+            return None
+        from signals.backends import load_backend
+
+        loader = self._model_loader or (lambda path: load_backend(path, self.settings))
+        shadow = ShadowScorer(Path(self.settings.shadow_dir), loader, settings=self.settings, kafka=self.kafka,
+                              topics=self.topics, redis_settings=self.redis_settings, clock=self.clock,
+                              market=self.market)
+        shadow.start()
+        return shadow
+
+    def _reset_drift(self, model: ScoringBackend) -> None:
+        """Drift starts over for a new model: from its promotion reference, or a fresh warm-up."""
+        reference = None
+        directory = getattr(model, "directory", None)
+        if self.settings.drift_reference == "promotion" and directory is not None:
+            try:
+                reference = Reference.load(Path(directory) / REFERENCE)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("drift.reference_unreadable", path=str(directory), error=repr(exc))
+        self.drift.reset(model.info.version, reference)
+        metrics.DRIFT_PSI.clear()
+        metrics.DRIFT_REFERENCE.clear()
+        log.info("drift.reference", model=model.info.version,
+                 origin=reference.origin if reference else "warmup", signals=len(reference.observations)
+                 if reference else self.settings.drift_warmup)
+
+    def _export_drift(self) -> None:
+        """Drift figures to the gauges, and every drift_publish_s to Redis for `finsignal model drift`."""
+        figures = self.drift.figures()
+        metrics.DRIFT_WINDOW.set(len(self.drift.window))
+        if self.drift.reference is not None:
+            metrics.DRIFT_REFERENCE.labels(self.drift.reference.origin).set(len(self.drift.reference.observations))
+        if figures is not None:
+            for source, row in figures.psi.items():
+                for feature, value in row.items():
+                    metrics.DRIFT_PSI.labels(feature, source).set(value)
+            metrics.DRIFT_KS_STATISTIC.set(figures.ks_statistic or 0.0)
+            metrics.DRIFT_KS_PVALUE.set(figures.ks_pvalue if figures.ks_pvalue is not None else 1.0)
+        now = time.monotonic()
+        if self._redis is None or now - self._drift_written < self.settings.drift_publish_s:
+            return
+        self._drift_written = now
+        snapshot = {"worker": self.worker_id, "group": self.settings.group_id, "ts_unix": time.time(),
+                    "model": self.model.info.model_dump(mode="json"), "warming": self.drift.warming,
+                    "warmup": self.settings.drift_warmup, "window": len(self.drift.window),
+                    "figures": figures.to_json() if figures is not None else None}
+        ttl = max(60, int(self.settings.drift_publish_s * 12))
+        try:
+            self._redis.set(f"{DRIFT_KEY}:{self.worker_id}", json.dumps(snapshot), ex=ttl)
+        except Exception as exc:  # noqa: BLE001 - a monitoring write never holds up scoring
+            log.warning("drift.snapshot_failed", error=repr(exc))
 
     def _start_market_feed(self) -> MarketFeed | None:
         if self.market is None:

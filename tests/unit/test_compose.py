@@ -184,3 +184,30 @@ def test_stateful_services_persist_and_redis_requires_a_password():
     for name, svc in SERVICES.items():
         if "build" in svc:
             assert "FINSIGNAL_REDIS_PASSWORD" in svc["environment"], name
+
+
+def test_prometheus_loads_the_alert_rules_and_the_drift_threshold_is_the_workers():
+    from signals.settings import WorkerSettings
+
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in SERVICES["prometheus"]["volumes"] if v.startswith("."))
+    inside = {dst: src for src, dst in mounts.items()}
+    assert config["rule_files"] and all(path in inside for path in config["rule_files"])
+    rules = [r for path in config["rule_files"]
+             for g in yaml.safe_load((ROOT / inside[path]).read_text())["groups"] for r in g["rules"]]
+    drift = next(r for r in rules if r["alert"] == "FinsignalModelOutputDrift")
+    threshold = float(re.search(r">\s*([0-9.]+)\s*$", drift["expr"]).group(1))
+    assert threshold == WorkerSettings().drift_psi_alert
+    used = {m for r in rules for m in re.findall(r"\bfinsignal_[a-z0-9_]+", r["expr"])}
+    assert used and used - defined_metric_names() == set()
+
+
+def test_dashboard_shows_shadow_agreement_flips_latency_and_drift():
+    import json
+
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "finsignal.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in ("finsignal_worker_shadow_agreement_ratio", "finsignal_worker_shadow_flips_total",
+                   "finsignal_worker_model_seconds_bucket", "finsignal_worker_drift_psi"):
+        assert metric in exprs, metric
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
