@@ -66,6 +66,7 @@ def score(
     input: Annotated[Path, typer.Option("--input", help='JSONL lines {"id", "text"}')],
     output: Annotated[Path, typer.Option(help='JSONL lines {"id", "label", "probs"}')],
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    max_length: Annotated[int, typer.Option(min=32, help="tokens per chunk at most; longer texts are chunked")] = 512,
 ) -> None:
     """Score documents offline."""
     from signals.model import ModelLoadError
@@ -74,7 +75,7 @@ def score(
     if not input.is_file():
         raise _fail(f"{input}: no such file")
     try:
-        n = score_file(model, input, output, batch_size)
+        n = score_file(model, input, output, batch_size, max_length=max_length)
     except (ModelLoadError, InputError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"scored {n} documents -> {output}", err=True)
