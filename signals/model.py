@@ -51,6 +51,9 @@ def check_directory(directory: Path) -> dict[str, Any]:
     if config.get("model_type") != "llama":
         raise ModelLoadError(f"{directory}: model_type {config.get('model_type')!r} is not a LLaMA architecture")
     id2label = {int(k): str(v).lower() for k, v in (config.get("id2label") or {}).items()}
+    if "LlamaForSequenceClassification" not in (config.get("architectures") or ["LlamaForSequenceClassification"]):
+        raise ModelLoadError(f"{directory}: {config.get('architectures')} has no classification head; score it "
+                             "zero-shot (FINSIGNAL_WORKER_MODE=prompt) or fine-tune it (compress train --base)")
     if sorted(id2label.values()) != sorted(LABELS):
         raise ModelLoadError(f"{directory}: labels {sorted(id2label.values())} are not {list(LABELS)}")
     return config

@@ -207,3 +207,10 @@ def test_prompt_mode_is_batch_invariant_and_keeps_quoted_control_tokens_as_text(
 def test_prompt_mode_without_the_chat_template_uses_the_plain_prompt(causal_dir):
     model = load_backend(causal_dir, WorkerSettings(mode="prompt", prompt_chat_template=False))
     assert model.tokenizer.decode(model.head) == PROMPT_HEAD  # no BOS: this tokenizer adds none
+
+
+def test_a_base_model_in_classifier_mode_says_what_to_do(causal_dir):
+    from signals.model import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"no classification head; score it zero-shot \(FINSIGNAL_WORKER_MODE"):
+        load_backend(causal_dir, WorkerSettings())
