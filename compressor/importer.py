@@ -63,6 +63,7 @@ class GgufFacts:
     file_type: int | None
     tensor_types: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> tensors, parameters
     tokenizer_model: str | None = None
+    rope_freqs: bool = False  # llama.cpp's precomputed LLaMA 3.1 rope scaling factors, which transformers skips
 
     @property
     def quantization(self) -> str:
@@ -224,7 +225,8 @@ def inspect_gguf(path: Path) -> GgufFacts:
         raise SourceError(f"{path}: tokenizer.ggml.model {model!r} is not one transformers rebuilds for LLaMA "
                           f"({', '.join(sorted(GGUF_TOKENIZERS))})")
     return GgufFacts(architecture=arch, name=value("general.name"), file_type=value("general.file_type"),
-                     tensor_types=types, tokenizer_model=model)
+                     tensor_types=types, tokenizer_model=model,
+                     rope_freqs=any(t.name == "rope_freqs.weight" for t in reader.tensors))
 
 
 def dequantizable(type_name: str) -> bool:
@@ -384,6 +386,7 @@ def _save(model: Any, tokenizer: Any, source: Source, facts: GgufFacts | None, c
         "parameters": sum(p.numel() for p in model.parameters()),
         "architecture": _architecture_record(model_shape(model), cfg),
         "tokenizer": _tokenizer_record(tokenizer),
+        "notes": _notes(facts),
         "versions": _versions(),
         "created_unix": int(time.time()),
     }
@@ -453,6 +456,17 @@ def _tokenizer_record(tokenizer: Any) -> dict[str, Any]:
         "chat_template": bool(getattr(tokenizer, "chat_template", None)),
         "model_max_length": int(tokenizer.model_max_length),
     }
+
+
+def _notes(facts: GgufFacts | None) -> list[str]:
+    notes = []
+    if facts is not None and facts.rope_freqs:
+        notes.append("the GGUF carries rope_freqs (LLaMA 3.1+ long-context rope scaling), which transformers' GGUF "
+                     "loader does not map: positions beyond the original 8k context are not scaled; import the "
+                     "Hugging Face directory for long-context use")
+    for note in notes:
+        log.warning("import.note", note=note)
+    return notes
 
 
 def _versions() -> dict[str, str]:

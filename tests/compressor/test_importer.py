@@ -124,6 +124,17 @@ def test_a_tokenizer_without_a_pad_token_pads_with_eos(model, tmp_path):
     assert tokenizer.padding_side == "right"
 
 
+def test_llama31_rope_freqs_are_noted_not_silently_dropped(model, tmp_path):
+    rope_freqs = np.ones(8, dtype=np.float32)  # llama.cpp's per-frequency factors, head_dim / 2 of them
+    src = write_gguf(tmp_path / "llama31.gguf", model, extra={"rope_freqs.weight": rope_freqs})
+
+    manifest = import_model(src, tmp_path / "out")
+
+    assert len(manifest["notes"]) == 1 and "rope_freqs" in manifest["notes"][0]
+    imported, _ = load(tmp_path / "out")
+    assert max_weight_error(model, imported) == 0.0
+
+
 @pytest.fixture
 def hf_dir(model, tmp_path) -> Path:
     """The tiny model as a Hugging Face directory, with the GGUF's tokenizer saved beside it."""

@@ -77,7 +77,8 @@ def gguf_tensors(model: Any) -> dict[str, np.ndarray]:
 
 
 def write_gguf(path: Path, model: Any, *, qtype: str = "F32", arch: str = "llama", tokenizer: bool = True,
-               pad_token: bool = True, raw_override: dict[str, tuple[np.ndarray, str]] | None = None) -> Path:
+               pad_token: bool = True, raw_override: dict[str, tuple[np.ndarray, str]] | None = None,
+               extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write `model` as a GGUF file; 2-D weights stored as `qtype` (norms stay F32, as llama.cpp keeps them)."""
     import gguf
 
@@ -120,6 +121,8 @@ def write_gguf(path: Path, model: Any, *, qtype: str = "F32", arch: str = "llama
             writer.add_tensor(name, w.astype(np.float16))
         else:
             writer.add_tensor(name, gguf.quants.quantize(w.astype(np.float32), quant), raw_dtype=quant)
+    for name, w in (extra or {}).items():
+        writer.add_tensor(name, w)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
