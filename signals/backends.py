@@ -39,7 +39,8 @@ def load_backend(directory: str | Path, settings: WorkerSettings) -> Any:
         from signals.prompt import PromptModel
 
         return PromptModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device,
-                                max_length=settings.max_length, chat=settings.prompt_chat_template)
+                                max_length=settings.max_length, chat=settings.prompt_chat_template,
+                                calibrated=settings.prompt_calibrate)
     return SentimentModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device,
                                max_length=settings.max_length)
 
@@ -57,6 +58,7 @@ class VllmBackend:
         self.prefix = prefix
         self.suffix = suffix
         self.label_ids = label_ids
+        self.prior: np.ndarray | None = None  # prompt mode: content-free label prior (see signals.prompt)
 
     @classmethod
     def load(cls, directory: str | Path, settings: WorkerSettings) -> VllmBackend:
@@ -74,13 +76,16 @@ class VllmBackend:
         content_hash = weights_hash(directory)
         dtype = {"float32": "float32", "bfloat16": "bfloat16"}[settings.dtype]
         if settings.mode == "prompt":
-            from signals.prompt import label_token_ids, prompt_pieces
+            from signals.prompt import content_free_prior, label_token_ids, prompt_pieces
 
             llm = vllm.LLM(model=str(directory), dtype=dtype, trust_remote_code=False,
                            logprobs_mode="processed_logprobs", max_model_len=settings.max_length)
             prefix, suffix = prompt_pieces(tokenizer, settings.prompt_chat_template)
             info = ModelInfo(name=directory.name, version=f"prompt-{content_hash[:12]}", content_hash=content_hash)
-            return cls(llm, tokenizer, info, settings.max_length, "prompt", prefix, suffix, label_token_ids(tokenizer))
+            backend = cls(llm, tokenizer, info, settings.max_length, "prompt", prefix, suffix, label_token_ids(tokenizer))
+            if settings.prompt_calibrate:
+                backend.prior = content_free_prior(backend)
+            return backend
         check_directory(directory)  # the same refusals as the CPU path: LLaMA only, safetensors only
         prefix, suffix = special_tokens_around(tokenizer)
         info, declared = read_model_info(directory, tokenizer)
@@ -114,4 +119,6 @@ class VllmBackend:
             values = np.array([logprobs[t].logprob if t in logprobs else -np.inf for t in self.label_ids])
             values = np.exp(values - values.max())
             rows.append(values / values.sum())
-        return np.asarray(rows, dtype=np.float32)
+        from signals.prompt import calibrate
+
+        return calibrate(np.asarray(rows, dtype=np.float32), self.prior)

@@ -42,6 +42,9 @@ class WorkerSettings(ComponentSettings):
     prompt_chat_template: bool = Field(
         True, description="prompt mode: wrap the prompt in the tokenizer's chat template when it has one"
     )
+    prompt_calibrate: bool = Field(
+        True, description="prompt mode: divide out the label prior measured on content-free inputs at load"
+    )
     poll_timeout_ms: int = Field(100, ge=0)
     no_symbol_policy: Literal["market", "skip"] = Field(
         "market", description="documents naming no symbol: a market-wide signal, or skip (counted and logged)"

@@ -214,3 +214,19 @@ def test_a_base_model_in_classifier_mode_says_what_to_do(causal_dir):
 
     with pytest.raises(ModelLoadError, match=r"no classification head; score it zero-shot \(FINSIGNAL_WORKER_MODE"):
         load_backend(causal_dir, WorkerSettings())
+
+
+def test_prompt_scores_are_calibrated_by_the_content_free_prior(causal_dir):
+    from signals.prompt import calibrate
+
+    model = load_backend(causal_dir, WorkerSettings(mode="prompt"))
+    assert model.prior is not None and model.prior.sum() == pytest.approx(1.0)
+    pieces = [chunks[0] for chunks in model.encode_chunks(TEXTS[:3], overlap=8)]
+    calibrated = model.score_ids(pieces)
+    prior, model.prior = model.prior, None
+    raw = model.score_ids(pieces)
+    np.testing.assert_allclose(calibrated, calibrate(raw, prior), atol=1e-6)
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-5)
+    # a text scored exactly like the prior comes out uniform: the prior is what gets divided out
+    np.testing.assert_allclose(calibrate(prior[None, :].astype(np.float32), prior), 1 / 3, atol=1e-6)
+    assert load_backend(causal_dir, WorkerSettings(mode="prompt", prompt_calibrate=False)).prior is None
