@@ -15,5 +15,9 @@ class ModelError(CompressError):
     """A checkpoint that is not a usable LLaMA-architecture classifier or causal LM."""
 
 
+class SourceError(CompressError):
+    """A base model `compress import` cannot turn into a checkpoint (format, architecture, quantization, tokenizer)."""
+
+
 class StageLifecycleError(RuntimeError):
     """A stage used out of order (e.g. `apply` before `initialize`): a bug in the caller, not bad input."""

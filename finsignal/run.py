@@ -56,6 +56,7 @@ def run(
     Returns the number of signals shown.
     """
     from finsignal.demo import demo_model_dir
+    from finsignal.service import announce_model
     from signals.backends import load_backend
     from signals.worker import Worker
 
@@ -67,6 +68,7 @@ def run(
         ensure_topics(infra.kafka, topics.all())
         model_dir = worker_settings.model_dir or demo_model_dir()
         model = load_backend(model_dir, worker_settings)
+        announce_model(model, model_dir, worker_settings, demo=worker_settings.model_dir is None)
         worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings,
                         model_loader=lambda path: load_backend(path, worker_settings))
         threads = [threading.Thread(target=worker.run, name="worker", daemon=True)]

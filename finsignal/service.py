@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import signal as signal_module
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from signals.settings import RedisSettings, WorkerSettings
 
 log = structlog.get_logger(__name__)
+
+
+def announce_model(model: Any, directory: Path, settings: WorkerSettings, *, demo: bool) -> dict[str, Any]:
+    """Log, once at start, which model the worker scores with; return the logged fields."""
+    from compressor.runtime.loader import ArtifactError, artifact_kind
+
+    try:
+        kind = artifact_kind(directory)
+    except ArtifactError:
+        kind = "unknown"
+    fields = {
+        "name": model.info.name, "version": model.info.version, "path": str(Path(directory).resolve()),
+        "kind": kind, "mode": settings.mode, "backend": settings.backend, "dtype": settings.dtype,
+        "device": settings.device, "max_length": getattr(model, "max_length", None), "demo": demo,
+    }
+    log.info("worker.model", **fields)
+    if demo:
+        log.warning("worker.demo_model", hint="the demo model is trained on a small shipped sample for a first run; "
+                    "point FINSIGNAL_WORKER_MODEL_DIR at a real checkpoint (see README: pretrained model)")
+    return fields
 
 
 def run_worker() -> None:
@@ -23,7 +45,9 @@ def run_worker() -> None:
     settings = WorkerSettings()
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    model = load_backend(settings.model_dir or demo_model_dir(), settings)
+    model_dir = settings.model_dir or demo_model_dir()
+    model = load_backend(model_dir, settings)
+    announce_model(model, model_dir, settings, demo=settings.model_dir is None)
     worker = Worker(model, kafka=KafkaSettings(), topics=TopicSettings(), redis_settings=RedisSettings(),
                     settings=settings, model_loader=lambda path: load_backend(path, settings))
 

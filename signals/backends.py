@@ -20,6 +20,7 @@ from signals.model import (
     ModelLoadError,
     SentimentModel,
     check_directory,
+    encode_bodies,
     read_model_info,
     special_tokens_around,
     split_windows,
@@ -37,8 +38,11 @@ def load_backend(directory: str | Path, settings: WorkerSettings) -> Any:
     if settings.mode == "prompt":
         from signals.prompt import PromptModel
 
-        return PromptModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device)
-    return SentimentModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device)
+        return PromptModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device,
+                                max_length=settings.max_length, chat=settings.prompt_chat_template,
+                                calibrated=settings.prompt_calibrate)
+    return SentimentModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device,
+                               max_length=settings.max_length)
 
 
 class VllmBackend:
@@ -54,6 +58,7 @@ class VllmBackend:
         self.prefix = prefix
         self.suffix = suffix
         self.label_ids = label_ids
+        self.prior: np.ndarray | None = None  # prompt mode: content-free label prior (see signals.prompt)
 
     @classmethod
     def load(cls, directory: str | Path, settings: WorkerSettings) -> VllmBackend:
@@ -71,24 +76,27 @@ class VllmBackend:
         content_hash = weights_hash(directory)
         dtype = {"float32": "float32", "bfloat16": "bfloat16"}[settings.dtype]
         if settings.mode == "prompt":
-            from signals.prompt import PROMPT_HEAD, PROMPT_TAIL, label_token_ids
+            from signals.prompt import content_free_prior, label_token_ids, prompt_pieces
 
             llm = vllm.LLM(model=str(directory), dtype=dtype, trust_remote_code=False,
-                           logprobs_mode="processed_logprobs", max_model_len=1024)
-            bos = (tokenizer.bos_token_id,) if tokenizer.bos_token_id is not None else ()
-            prefix = bos + tuple(tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"])
-            suffix = tuple(tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"])
+                           logprobs_mode="processed_logprobs", max_model_len=settings.max_length)
+            prefix, suffix = prompt_pieces(tokenizer, settings.prompt_chat_template)
             info = ModelInfo(name=directory.name, version=f"prompt-{content_hash[:12]}", content_hash=content_hash)
-            return cls(llm, tokenizer, info, 1024, "prompt", prefix, suffix, label_token_ids(tokenizer))
+            backend = cls(llm, tokenizer, info, settings.max_length, "prompt", prefix, suffix, label_token_ids(tokenizer))
+            if settings.prompt_calibrate:
+                backend.prior = content_free_prior(backend)
+            return backend
         check_directory(directory)  # the same refusals as the CPU path: LLaMA only, safetensors only
-        llm = vllm.LLM(model=str(directory), runner="pooling", dtype=dtype, trust_remote_code=False)
         prefix, suffix = special_tokens_around(tokenizer)
-        info, max_length = read_model_info(directory, tokenizer)
+        info, declared = read_model_info(directory, tokenizer)
+        max_length = min(declared, settings.max_length)
+        llm = vllm.LLM(model=str(directory), runner="pooling", dtype=dtype, trust_remote_code=False,
+                       max_model_len=max_length)
         return cls(llm, tokenizer, info, max_length, "classifier", prefix, suffix)
 
     def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:
         window = self.max_length - len(self.prefix) - len(self.suffix)
-        bodies = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        bodies = encode_bodies(self.tokenizer, texts)
         return [[[*self.prefix, *p, *self.suffix] for p in split_windows(ids, window, overlap)] for ids in bodies]
 
     def score_ids(self, batch: list[list[int]]) -> np.ndarray:
@@ -111,4 +119,6 @@ class VllmBackend:
             values = np.array([logprobs[t].logprob if t in logprobs else -np.inf for t in self.label_ids])
             values = np.exp(values - values.max())
             rows.append(values / values.sum())
-        return np.asarray(rows, dtype=np.float32)
+        from signals.prompt import calibrate
+
+        return calibrate(np.asarray(rows, dtype=np.float32), self.prior)

@@ -20,6 +20,8 @@ from signals.contracts import LABELS, ClassProbs, ModelInfo
 
 log = structlog.get_logger(__name__)
 
+DEFAULT_MAX_LENGTH = 512  # tokens per forward pass unless configured; longer documents are chunked
+
 
 class ModelLoadError(RuntimeError):
     """A model directory that cannot be served; the message says what is wrong."""
@@ -49,6 +51,9 @@ def check_directory(directory: Path) -> dict[str, Any]:
     if config.get("model_type") != "llama":
         raise ModelLoadError(f"{directory}: model_type {config.get('model_type')!r} is not a LLaMA architecture")
     id2label = {int(k): str(v).lower() for k, v in (config.get("id2label") or {}).items()}
+    if "LlamaForSequenceClassification" not in (config.get("architectures") or ["LlamaForSequenceClassification"]):
+        raise ModelLoadError(f"{directory}: {config.get('architectures')} has no classification head; score it "
+                             "zero-shot (FINSIGNAL_WORKER_MODE=prompt) or fine-tune it (compress train --base)")
     if sorted(id2label.values()) != sorted(LABELS):
         raise ModelLoadError(f"{directory}: labels {sorted(id2label.values())} are not {list(LABELS)}")
     return config
@@ -70,9 +75,14 @@ class SentimentModel:
 
     @classmethod
     def load(
-        cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None, device: str = "cpu"
+        cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None, device: str = "cpu",
+        max_length: int = DEFAULT_MAX_LENGTH,
     ) -> SentimentModel:
-        """Load and validate a checkpoint directory for scoring on `device` (cpu, cuda, cuda:N)."""
+        """Load and validate a checkpoint directory for scoring on `device` (cpu, cuda, cuda:N).
+
+        `max_length` caps the tokens per forward pass: a pretrained base declares its whole context (8192 for
+        SmolLM2, 128k for Llama 3.x), and longer documents are scored as chunks of at most this many tokens.
+        """
         import torch
         from transformers import AutoTokenizer, LlamaForSequenceClassification
         from transformers.utils import logging as hf_logging
@@ -104,12 +114,14 @@ class SentimentModel:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
         if tokenizer.pad_token_id is None:
             raise ModelLoadError(f"{directory}: tokenizer has no pad token")
-        info, max_length = read_model_info(directory, tokenizer)
+        align_padding(module, tokenizer, directory)
+        info, declared = read_model_info(directory, tokenizer)
+        max_length = min(declared, max_length)
         id2label = {int(k): str(v).lower() for k, v in config["id2label"].items()}
         label2col = {label: col for col, label in id2label.items()}
         prefix, suffix = special_tokens_around(tokenizer)
         log.info("model.loaded", path=str(directory), name=info.name, version=info.version, dtype=dtype,
-                 device=device, max_length=max_length)
+                 device=device, max_length=max_length, context=declared, vocab=len(tokenizer))
         return cls(
             module=module,
             tokenizer=tokenizer,
@@ -123,13 +135,13 @@ class SentimentModel:
         )
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """Token ids per text, truncated to the model's context."""
-        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        """Token ids per text, truncated to `max_length`; special-token strings in the text stay plain text."""
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length, split_special_tokens=True)["input_ids"]
 
     def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:
         """Per text, the token ids of each chunk that fits the context (one chunk for a short text)."""
         window = self.max_length - len(self.prefix) - len(self.suffix)
-        bodies = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        bodies = encode_bodies(self.tokenizer, texts)
         return [[[*self.prefix, *piece, *self.suffix] for piece in split_windows(ids, window, overlap)]
                 for ids in bodies]
 
@@ -148,6 +160,31 @@ class SentimentModel:
         return self.score_ids(self.encode(texts))
 
 
+def encode_bodies(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of untrusted texts, no special tokens added.
+
+    `split_special_tokens`: a document quoting `<|im_end|>` (or `</s>`) gets the plain-text pieces of that
+    string, never the control token, so it can neither end a prompt early nor look like padding (when the
+    pad token is EOS, as for SmolLM2 and LLaMA 3, a trailing EOS would be skipped by the classifier's pooling).
+    """
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+
+
+def align_padding(module: Any, tokenizer: Any, directory: Path) -> None:
+    """Pad on the right with the tokenizer's pad token, and make the model's pooling look for that token.
+
+    transformers' `LlamaForSequenceClassification` pools the rightmost token that is not
+    `config.pad_token_id`; if that id differs from what the batch is padded with, padded rows pool a pad.
+    """
+    tokenizer.padding_side = "right"
+    config = getattr(module, "config", None)
+    if config is None or config.pad_token_id == tokenizer.pad_token_id:
+        return
+    log.warning("model.pad_token_aligned", path=str(directory), config_pad=config.pad_token_id,
+                tokenizer_pad=tokenizer.pad_token_id)
+    config.pad_token_id = tokenizer.pad_token_id
+
+
 def read_model_info(directory: Path, tokenizer: Any) -> tuple[ModelInfo, int]:
     """Name, version and weights hash from `finsignal.json` (else derived), and the context length."""
     meta_path = directory / "finsignal.json"
@@ -160,7 +197,7 @@ def read_model_info(directory: Path, tokenizer: Any) -> tuple[ModelInfo, int]:
     )
     config = json.loads((directory / "config.json").read_text())
     limit = min(int(tokenizer.model_max_length), int(config.get("max_position_embeddings", 512)))
-    return info, int(meta.get("max_length") or limit)
+    return info, min(int(meta.get("max_length") or limit), limit)
 
 
 def special_tokens_around(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from signals.contracts import LABELS
-from signals.model import SentimentModel, to_class_probs
+from signals.model import DEFAULT_MAX_LENGTH, SentimentModel, combine_chunks, to_class_probs
 
 
 class InputError(ValueError):
@@ -33,21 +35,31 @@ def read_inputs(path: Path) -> list[tuple[str, str]]:
 
 
 def score_file(model_dir: Path, input_path: Path, output_path: Path, batch_size: int = 32,
-               progress: bool = True) -> int:
-    """Write one `{"id", "label", "probs"}` line per input line, in input order; return the count."""
+               progress: bool = True, max_length: int = DEFAULT_MAX_LENGTH, chunk_overlap: int = 32) -> int:
+    """Write one `{"id", "label", "probs"}` line per input line, in input order; return the count.
+
+    A document longer than `max_length` tokens is scored as overlapping chunks combined by token count,
+    as the worker does, so offline and streaming scores of the same text agree.
+    """
     from tqdm.auto import tqdm
 
     rows = read_inputs(input_path)
-    model = SentimentModel.load(model_dir)
-    ids = model.encode([text for _, text in rows])
-    order = sorted(range(len(rows)), key=lambda i: len(ids[i]))  # similar lengths pad least
-    results: list[dict | None] = [None] * len(rows)
+    model = SentimentModel.load(model_dir, max_length=max_length)
+    chunked = model.encode_chunks([text for _, text in rows], chunk_overlap)
+    pieces = [(doc, ids) for doc, chunks in enumerate(chunked) for ids in chunks]
+    order = sorted(range(len(pieces)), key=lambda i: len(pieces[i][1]))  # similar lengths pad least
+    piece_probs = np.zeros((len(pieces), len(LABELS)), dtype=np.float32)
     for start in tqdm(range(0, len(order), batch_size), desc="score", unit="batch", disable=not progress):
-        chunk = order[start : start + batch_size]
-        for i, row in zip(chunk, model.score_ids([ids[i] for i in chunk])):
-            probs = to_class_probs(row)
-            results[i] = {"id": rows[i][0], "label": probs.label,
-                          "probs": {label: round(getattr(probs, label), 6) for label in LABELS}}
+        batch = order[start : start + batch_size]
+        piece_probs[batch] = model.score_ids([pieces[i][1] for i in batch])
+    results: list[dict] = []
+    first = 0
+    for (doc_id, _), chunks in zip(rows, chunked):
+        span = range(first, first + len(chunks))
+        first += len(chunks)
+        probs = to_class_probs(combine_chunks(piece_probs[list(span)], [len(pieces[i][1]) for i in span]))
+        results.append({"id": doc_id, "label": probs.label,
+                        "probs": {label: round(getattr(probs, label), 6) for label in LABELS}})
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with output_path.open("w", encoding="utf-8") as out:
         for item in results:

@@ -3,6 +3,12 @@
 The prompt ends with "Sentiment:"; the model's next-token distribution over the first token of
 " bearish", " neutral" and " bullish", renormalized over those three, is the class distribution.
 Nothing is generated. Long texts are chunked inside the prompt, so every chunk is a full prompt.
+An instruct model whose tokenizer has a chat template gets the instruction as a user turn and
+"Sentiment:" as the start of its own answer (the form it was tuned on); a base model gets plain text.
+
+Calibration (on by default): a small model prefers some label words whatever the text says. The
+distribution it gives for content-free inputs ("N/A", "", "[MASK]") measures that prior once at load,
+and every score is divided by it and renormalized ("contextual calibration", Zhao et al. 2021).
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ import numpy as np
 import structlog
 
 from signals.contracts import LABELS, ModelInfo
-from signals.model import ModelLoadError, split_windows, weights_hash
+from signals.model import (
+    DEFAULT_MAX_LENGTH,
+    ModelLoadError,
+    encode_bodies,
+    read_model_info,
+    special_tokens_around,
+    split_windows,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -24,7 +37,11 @@ PROMPT_HEAD = (
     "Classify the market sentiment of this financial news for a trader as bearish, neutral or bullish.\n\nNews: "
 )
 PROMPT_TAIL = "\n\nSentiment:"
+CHAT_QUESTION = "\n\nAnswer with one word: bearish, neutral or bullish."
+ANSWER_START = "Sentiment:"
+_SLOT = "\x00FINSIGNAL_TEXT\x00"
 LABEL_WORDS = {"bearish": " bearish", "neutral": " neutral", "bullish": " bullish"}
+CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
 def label_token_ids(tokenizer: Any) -> tuple[int, int, int]:
@@ -33,6 +50,38 @@ def label_token_ids(tokenizer: Any) -> tuple[int, int, int]:
     if len(set(ids)) != len(ids):
         raise ModelLoadError(f"label words share a first token under this tokenizer: {ids}")
     return ids  # type: ignore[return-value]
+
+
+def prompt_pieces(tokenizer: Any, chat: bool = True) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Token ids before and after the document text: the chat template's turn when there is one and
+    `chat` is on, else the plain prompt after the special tokens the tokenizer adds (e.g. `<s>`)."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": PROMPT_HEAD + _SLOT + CHAT_QUESTION}]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if rendered.count(_SLOT) != 1:
+            raise ModelLoadError("the chat template does not keep the user's message intact")
+        before, after = rendered.split(_SLOT)
+        # the template writes its own special tokens (`<|im_start|>`, `<|begin_of_text|>`): parse them as such
+        head = tokenizer(before, add_special_tokens=False)["input_ids"]
+        tail = tokenizer(after + ANSWER_START, add_special_tokens=False)["input_ids"]
+        return tuple(head), tuple(tail)
+    prefix, _ = special_tokens_around(tokenizer)
+    head = [*prefix, *tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"]]
+    return tuple(head), tuple(tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"])
+
+
+def content_free_prior(model: Any) -> np.ndarray:
+    """The label distribution a prompt model gives for content-free texts (mean over `CONTENT_FREE`)."""
+    pieces = [chunks[0] for chunks in model.encode_chunks(list(CONTENT_FREE), overlap=0)]
+    return model.score_ids(pieces).astype(np.float64).mean(axis=0)
+
+
+def calibrate(probs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """`probs / prior`, renormalized per row; unchanged when there is no prior."""
+    if prior is None:
+        return probs
+    scaled = probs.astype(np.float64) / prior
+    return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 @dataclass
@@ -48,10 +97,12 @@ class PromptModel:
     head: tuple[int, ...]
     tail: tuple[int, ...]
     device: str = "cpu"
+    prior: np.ndarray | None = None  # content-free label distribution, divided out of every score
 
     @classmethod
     def load(cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None,
-             device: str = "cpu", max_length: int = 1024) -> PromptModel:
+             device: str = "cpu", max_length: int = DEFAULT_MAX_LENGTH, chat: bool = True,
+             calibrated: bool = True) -> PromptModel:
         import torch
         from transformers import AutoTokenizer, LlamaForCausalLM
         from transformers.utils import logging as hf_logging
@@ -71,18 +122,24 @@ class PromptModel:
                                                   trust_remote_code=False, local_files_only=True)
         module.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        head = tuple(bos + tokenizer(PROMPT_HEAD, add_special_tokens=False)["input_ids"])
-        tail = tuple(tokenizer(PROMPT_TAIL, add_special_tokens=False)["input_ids"])
-        content_hash = weights_hash(directory)
-        info = ModelInfo(name=directory.name, version=f"prompt-{content_hash[:12]}", content_hash=content_hash)
+        head, tail = prompt_pieces(tokenizer, chat)
+        base, _ = read_model_info(directory, tokenizer)  # finsignal.json's hash when there is one: no 16 GB re-hash
+        info = ModelInfo(name=base.name, version=f"prompt-{base.content_hash[:12]}", content_hash=base.content_hash)
         limit = min(max_length, int(config.get("max_position_embeddings", max_length)))
-        log.info("model.loaded", path=str(directory), mode="prompt", version=info.version, device=device)
-        return cls(module, tokenizer, info, directory, limit, label_token_ids(tokenizer), head, tail, device)
+        if limit - len(head) - len(tail) < 16:
+            raise ModelLoadError(f"max_length {limit} leaves no room for text after the {len(head) + len(tail)}-token prompt")
+        model = cls(module, tokenizer, info, directory, limit, label_token_ids(tokenizer), head, tail, device)
+        if calibrated:
+            model.prior = content_free_prior(model)
+        log.info("model.loaded", path=str(directory), mode="prompt", version=info.version, device=device,
+                 chat_template=bool(chat and getattr(tokenizer, "chat_template", None)), max_length=limit,
+                 prompt_tokens=len(head) + len(tail),
+                 prior=None if model.prior is None else [round(float(p), 4) for p in model.prior])
+        return model
 
     def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:
         window = self.max_length - len(self.head) - len(self.tail)
-        bodies = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        bodies = encode_bodies(self.tokenizer, texts)
         return [[[*self.head, *piece, *self.tail] for piece in split_windows(ids, window, overlap)] for ids in bodies]
 
     def score_ids(self, batch: list[list[int]]) -> np.ndarray:
@@ -100,4 +157,4 @@ class PromptModel:
             logits = self.module(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
             final = logits[torch.arange(len(batch)), last.to(self.device)].float()
             label_logits = final[:, list(self.label_ids)]
-        return torch.softmax(label_logits, dim=-1).cpu().numpy()
+        return calibrate(torch.softmax(label_logits, dim=-1).cpu().numpy(), self.prior)

@@ -34,7 +34,17 @@ class WorkerSettings(ComponentSettings):
     )
     max_wait_ms: int = Field(20, ge=0, description="longest a document waits for its batch to fill")
     max_pending: int = Field(1024, ge=1, description="documents held for batching at most")
+    max_length: int = Field(
+        512, ge=32, description="tokens per forward pass at most (the model's context caps it); longer documents "
+        "are scored as overlapping chunks. A pretrained base declares its whole context (8192, 128k): not a chunk size"
+    )
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by neighbouring chunks of a long document")
+    prompt_chat_template: bool = Field(
+        True, description="prompt mode: wrap the prompt in the tokenizer's chat template when it has one"
+    )
+    prompt_calibrate: bool = Field(
+        True, description="prompt mode: divide out the label prior measured on content-free inputs at load"
+    )
     poll_timeout_ms: int = Field(100, ge=0)
     no_symbol_policy: Literal["market", "skip"] = Field(
         "market", description="documents naming no symbol: a market-wide signal, or skip (counted and logged)"

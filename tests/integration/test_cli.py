@@ -75,3 +75,7 @@ def test_run_replays_the_demo_recording_on_embedded_services(tiny_model_dir, tmp
     # 27 documents in the recording; one names two symbols, two name none (market-wide).
     assert len(lines) == 28
     assert "embedded.stopped" in result.stderr
+    [announced] = [json.loads(line) for line in result.stderr.splitlines() if '"worker.model"' in line]
+    assert announced["path"] == str(tiny_model_dir.resolve()) and announced["name"] == "tiny-test"
+    assert announced["kind"] == "hf" and announced["demo"] is False
+    assert "worker.demo_model" not in result.stderr
