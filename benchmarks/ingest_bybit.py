@@ -29,7 +29,8 @@ import websockets
 
 from finsignal.embedded import EmbeddedKafka, free_port
 from ingest.bybit.book import LocalBook
-from ingest.bybit.parse import book_event, ws_book, ws_trades
+from ingest.bybit.encode import book_bytes, trade_bytes
+from ingest.bybit.parse import ws_book, ws_trade_rows
 from ingest.bybit.service import BybitIngestor
 from ingest.bybit.settings import BybitSettings
 from ingest.kafka import ensure_topics, make_producer, wait_for_broker
@@ -72,20 +73,22 @@ def frames(n: int) -> list[str]:
 
 
 def normalized(pushes: list[str], topics: TopicSettings) -> list[tuple[str, bytes, bytes]]:
-    """The records the ingestor produces for `pushes`, computed offline (for the bare producer)."""
+    """The records the ingestor produces for `pushes`, computed offline with its code (for the bare producer)."""
     book = LocalBook("BTCUSDT")
     out = []
     for raw in pushes:
         msg = json.loads(raw)
         if msg["topic"].startswith("publicTrade"):
-            for t in ws_trades(msg, category="linear", ts_ingest=time.time_ns()):
-                out.append((topics.trade, t.key, t.to_bytes()))
+            for t in ws_trade_rows(msg):
+                value = trade_bytes(category="linear", symbol=t.symbol, trade_id=t.trade_id, price=t.price,
+                                    size=t.size, side=t.side, ts_ms=t.ts_ms, ts_ingest=time.time_ns())
+                out.append((topics.trade, t.symbol.encode(), value))
         else:
             update = ws_book(msg)
             book.apply(update)
             bids, asks = book.top(TOP_N)
-            event = book_event(update, bids, asks, category="linear", depth=TOP_N, ts_ingest=time.time_ns())
-            out.append((topics.orderbook, event.key, event.to_bytes()))
+            value = book_bytes(update, bids, asks, category="linear", depth=TOP_N, ts_ingest=time.time_ns())
+            out.append((topics.orderbook, update.symbol.encode(), value))
     return out
 
 

@@ -2,7 +2,9 @@
 
 - Subscribes with a `req_id` per request and matches the acknowledgements, whose
   shape differs by category (spot: `ret_msg: "subscribe"`; linear/inverse: `ret_msg: ""`),
-  by that id. Spot accepts at most 10 args per request, so requests are chunked.
+  by that id. Options answer without the id (`type: "COMMAND_RESP"` listing `successTopics`
+  and `failTopics`): matched by topics. Spot accepts at most 10 args per request, so
+  requests are chunked.
 - Sends `{"op": "ping"}` every `ping_interval_s` (Bybit drops idle connections);
   both pong shapes (spot echoes `op: "ping"` with `ret_msg: "pong"`, linear/inverse
   answer `op: "pong"`) count as life.
@@ -145,6 +147,26 @@ class BybitConnection:
                 await ws.close(1011, "stale")
                 return
 
+    async def _command_response(self, msg: dict[str, Any]) -> None:
+        """The option stream's answer: `data.successTopics` / `data.failTopics`, no request id to match."""
+        data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+        ok = {t for t in data.get("successTopics") or () if isinstance(t, str)}
+        failed = {t for t in data.get("failTopics") or () if isinstance(t, str)}
+        answered = ok | failed
+        for req_id, (op, args, _) in list(self._pending.items()):
+            if args and set(args) <= answered:
+                del self._pending[req_id]
+                refused = [a for a in args if a in failed]
+                if not refused:
+                    log.debug("bybit.acked", category=self.category, op=op, args=args)
+                    continue
+                ERRORS.labels("bybit", f"{op}_refused").inc()
+                log.error("bybit.request_refused", category=self.category, op=op, args=refused,
+                          reason=str(msg.get("ret_msg") or "failTopics"))
+                if op == "subscribe":
+                    for topic in refused:
+                        self.rejected[topic] = str(msg.get("ret_msg") or "refused (failTopics)")
+
     def _next_id(self) -> str:
         return f"{self.category}-{next(self._ids)}"
 
@@ -174,6 +196,8 @@ class BybitConnection:
             await self.handler.on_data(self.category, msg, raw, self)
         elif "op" in msg:
             await self._control(msg)
+        elif msg.get("type") == "COMMAND_RESP":
+            await self._command_response(msg)
         else:
             await self.handler.on_invalid(self.category, raw, "neither a topic push nor an op reply")
 
