@@ -38,8 +38,25 @@ def _head(category: str, symbol: str) -> str:
     return f'{{"schema_version":{MARKET_SCHEMA_VERSION},"exchange":"bybit","category":"{category}","symbol":"{symbol}",'
 
 
+_LEVEL_CACHE_MAX = 16_384
+# (price, size) -> (price, size, JSON): a top-of-book event repeats all but one or two levels of the last
+# one, the same Decimal objects held by the book. Equal Decimals can print differently ("1.0", "1.00"), so
+# an entry is used only for the very objects it was made from.
+_level_json: dict[tuple[Decimal, Decimal], tuple[Decimal, Decimal, str]] = {}
+
+
 def _levels(levels: list[tuple[Decimal, Decimal]]) -> str:
-    return ",".join([f'{{"price":"{p}","size":"{s}"}}' for p, s in levels])
+    cache = _level_json
+    out = []
+    for level in levels:
+        hit = cache.get(level)
+        if hit is None or hit[0] is not level[0] or hit[1] is not level[1]:
+            if len(cache) >= _LEVEL_CACHE_MAX:
+                cache.clear()
+            price, size = level
+            hit = cache[level] = (price, size, '{"price":"' + str(price) + '","size":"' + str(size) + '"}')
+        out.append(hit[2])
+    return ",".join(out)
 
 
 def book_bytes(update: BookUpdate, bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Decimal]], *,
@@ -66,7 +83,7 @@ def trade_bytes(*, category: str, symbol: str, trade_id: str, price: Decimal, si
         raise BybitParseError(f"trade {symbol} {trade_id}: negative size or time")
     try:
         return (f'{_head(category, symbol)}"ts_event":{ts_ms * MS},"ts_ingest":{ts_ingest},"type":"trade",'
-                f'"trade_id":{json.dumps(trade_id, ensure_ascii=False)},"price":"{price}","size":"{size}",'
+                f'"trade_id":{json.dumps(trade_id, ensure_ascii=False)},"price":"{price!s}","size":"{size!s}",'
                 f'"side":"{side}"}}').encode()
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: not text the contract can carry
         raise BybitParseError(f"trade {symbol}: trade id {trade_id!r} is not valid Unicode") from None

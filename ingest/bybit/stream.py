@@ -23,6 +23,7 @@ import json
 import random
 from typing import Any, Protocol
 
+import orjson
 import structlog
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -32,6 +33,19 @@ from ingest.limits import Backoff
 from ingest.metrics import ERRORS, RECONNECTS, RESUBSCRIBES
 
 log = structlog.get_logger(__name__)
+
+
+def loads(raw: bytes) -> Any:
+    """Parse one frame: orjson (~3x faster on the hot path), the standard library for what orjson refuses.
+
+    Frames orjson refuses (invalid UTF-8, lone surrogate escapes, broken JSON) get the standard parser's
+    answer and error. One difference stays: an integer past 64 bits becomes a float, which the parsers
+    refuse as a price or time (Bybit sends numbers as strings and times well inside 64 bits).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 class StreamHandler(Protocol):
@@ -186,7 +200,7 @@ class BybitConnection:
 
     async def _dispatch(self, raw: bytes) -> None:
         try:
-            msg = json.loads(raw)
+            msg = loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             await self.handler.on_invalid(self.category, raw, f"malformed JSON: {exc}")
             return
