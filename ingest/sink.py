@@ -72,6 +72,7 @@ class KafkaSink:
         self._in_flight_bytes = 0
         self.max_in_flight_seen = 0  # high-water mark of unacknowledged bytes, for benchmarks and tests
         self._credit = threading.Condition()
+        self._waiting_for_credit = 0
         self._abandon = threading.Event()
         self.topics = topics
         self.source = source
@@ -243,14 +244,19 @@ class KafkaSink:
             while self._in_flight_bytes and self._in_flight_bytes + size > self.max_in_flight_bytes:
                 if self._abandon.is_set():
                     raise _Abandoned
-                self._credit.wait(0.2)
+                self._waiting_for_credit += 1
+                try:
+                    self._credit.wait(0.2)
+                finally:
+                    self._waiting_for_credit -= 1
             self._in_flight_bytes += size
             self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight_bytes)
 
     def _return_credit(self, size: int) -> None:
         with self._credit:
             self._in_flight_bytes -= size
-            self._credit.notify_all()
+            if self._waiting_for_credit:  # a notify per acknowledged record costs the I/O thread when nobody waits
+                self._credit.notify_all()
 
     def _settled(self, job: _Job, result: Any) -> None:
         """In kafka-python's I/O thread: a record was acknowledged (metadata) or failed (the exception)."""
