@@ -24,6 +24,7 @@ from ingest.contracts import MARKET_SCHEMA_VERSION, SYMBOL_PATTERN
 
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _SIDES = frozenset({"Buy", "Sell"})
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:/-]+\Z")
 _CATEGORIES = frozenset({"spot", "linear", "inverse", "option"})
 
 
@@ -81,9 +82,11 @@ def trade_bytes(*, category: str, symbol: str, trade_id: str, price: Decimal, si
         raise BybitParseError(f"trade {symbol} {trade_id}: side {side!r} is not Buy or Sell")
     if size < 0 or ts_ms < 0 or ts_ingest < 0:
         raise BybitParseError(f"trade {symbol} {trade_id}: negative size or time")
+    # Venue trade ids are digits or UUIDs: written as they are; anything JSON would escape goes through json.
+    quoted = f'"{trade_id}"' if _PLAIN_ID.match(trade_id) else json.dumps(trade_id, ensure_ascii=False)
     try:
         return (f'{_head(category, symbol)}"ts_event":{ts_ms * MS},"ts_ingest":{ts_ingest},"type":"trade",'
-                f'"trade_id":{json.dumps(trade_id, ensure_ascii=False)},"price":"{price!s}","size":"{size!s}",'
+                f'"trade_id":{quoted},"price":"{price!s}","size":"{size!s}",'
                 f'"side":"{side}"}}').encode()
     except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: not text the contract can carry
         raise BybitParseError(f"trade {symbol}: trade id {trade_id!r} is not valid Unicode") from None

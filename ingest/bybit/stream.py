@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
 from ingest.bybit.settings import BybitSettings
 from ingest.limits import Backoff
@@ -125,9 +125,13 @@ class BybitConnection:
             await self._request("subscribe", topics[i:i + self.chunk])
         watchdog = asyncio.create_task(self._watchdog(ws, stop), name=f"bybit-watchdog-{self.category}")
         try:
-            async for raw in ws:
+            while True:
+                try:
+                    raw = await ws.recv(decode=False)  # bytes as sent: the JSON parser checks UTF-8 itself
+                except ConnectionClosedOK:
+                    break
                 self._last_rx = loop.time()
-                await self._dispatch(raw if isinstance(raw, bytes) else raw.encode())
+                await self._dispatch(raw)
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
