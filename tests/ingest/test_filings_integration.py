@@ -127,3 +127,35 @@ def test_filings_refuses_to_start_without_a_declared_user_agent():
     for ua in (None, "", "finsignal", "Finsignal Research"):
         with pytest.raises(FilingsConfigError):
             FilingsIngestor(FilingsSettings(user_agent=ua), None, None, None, MemorySeen())  # type: ignore[arg-type]
+
+
+def test_without_fetching_documents_an_unlisted_feed_pick_still_reads_the_index_page_for_its_filers(
+        kafka_settings, topics):
+    ensure_topics(kafka_settings, topics.all())
+    edgar = Edgar()
+    edgar.fail_once.clear()
+
+    async def scenario() -> None:
+        async with http_server({"/{tail:.*}": edgar.handle}) as base:
+            settings = FilingsSettings(user_agent=UA, base_url=base, tickers_url=f"{base}/files/company_tickers.json",
+                                       forms=["8-K"], document_forms=[], poll_interval_s=0.2)
+            sink = make_sink(kafka_settings, topics, "filings", 100)
+            await sink.start()
+            stop = asyncio.Event()
+            async with aiohttp.ClientSession() as session:
+                ingestor = FilingsIngestor(settings, sink, topics, session, MemorySeen())
+                task = asyncio.create_task(ingestor.run(stop))
+                try:
+                    await until(lambda: sink.sent >= 4)
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 10)
+                    await sink.close()
+
+    asyncio.run(scenario())
+    docs = {d.accession: d for d in (decode_document(r.value) for r in read_topic(kafka_settings, topics.filings, 4))}
+    southern = docs["0001193125-24-151488"]
+    assert (southern.cik, southern.symbols, southern.title) == ("0000092122", ("SO",), "8-K: SOUTHERN CO (Items 7.01, 9.01)")
+    assert "Item 7.01: Regulation FD Disclosure" in southern.body  # the feed summary: no document fetched
+    index_hits = [path for _, path, _ in edgar.hits if path.endswith("-index.htm")]
+    assert index_hits == ["/Archives/edgar/data/3153/000119312524151488/0001193125-24-151488-index.htm"]  # only it
