@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.bybit.book import LocalBook
@@ -29,9 +29,9 @@ times = st.integers(min_value=0, max_value=4_102_444_800_000)  # ms up to 2100
 def books(draw) -> tuple[BookUpdate, list, list]:
     mid = draw(st.integers(min_value=2, max_value=10**7))
     tick = Decimal(draw(st.sampled_from(["0.5", "0.01", "1", "0.0001"])))
-    n_bids, n_asks = draw(st.integers(0, 25)), draw(st.integers(0, 25))
-    sizes = st.lists(number_text.map(dec), min_size=25, max_size=25)
-    bid_sizes, ask_sizes = draw(sizes), draw(sizes)
+    n_bids, n_asks = draw(st.integers(0, 20)), draw(st.integers(0, 20))
+    bid_sizes = draw(st.lists(prices, min_size=n_bids, max_size=n_bids))
+    ask_sizes = draw(st.lists(prices, min_size=n_asks, max_size=n_asks))
     bids = [(Decimal(mid) - tick * (i + 1), bid_sizes[i]) for i in range(n_bids) if Decimal(mid) - tick * (i + 1) > 0]
     asks = [(Decimal(mid) + tick * i, ask_sizes[i]) for i in range(n_asks)]
     seq = draw(st.one_of(st.none(), st.integers(0, 2**40)))
@@ -40,7 +40,7 @@ def books(draw) -> tuple[BookUpdate, list, list]:
     return update, bids, asks
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(books(), categories, st.integers(1, 200), times)
 def test_book_bytes_are_the_orderbook_models_bytes(book, category, depth, ts_ingest_ms):
     update, bids, asks = book
@@ -50,7 +50,7 @@ def test_book_bytes_are_the_orderbook_models_bytes(book, category, depth, ts_ing
     assert decode_market_event(fast) == model
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(symbols, categories, st.text(min_size=1, max_size=64), prices,
        prices, st.sampled_from(["Buy", "Sell"]), times, times)
 def test_trade_bytes_are_the_trade_models_bytes(symbol, category, trade_id, price, size, side, ts_ms, ingest_ms):
