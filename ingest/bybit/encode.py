@@ -73,12 +73,12 @@ def book_bytes(update: BookUpdate, bids: list[tuple[Decimal, Decimal]], asks: li
             f'"bids":[{_levels(bids)}],"asks":[{_levels(asks)}]}}').encode()
 
 
-def trade_bytes(*, category: str, symbol: str, trade_id: str, price: Decimal, size: Decimal, side: str,
+def trade_bytes(*, category: str, symbol: str, trade_id: str, price: Decimal, size: Decimal, side: object,
                 ts_ms: int, ts_ingest: int) -> bytes:
     """`Trade` bytes of one parsed trade; raise `BybitParseError` for what the contract refuses."""
     if not 1 <= len(trade_id) <= 64:
         raise BybitParseError(f"trade {symbol}: trade id {trade_id[:80]!r} is not 1-64 characters")
-    if side not in _SIDES:
+    if not isinstance(side, str) or side not in _SIDES:
         raise BybitParseError(f"trade {symbol} {trade_id}: side {side!r} is not Buy or Sell")
     if size < 0 or ts_ms < 0 or ts_ingest < 0:
         raise BybitParseError(f"trade {symbol} {trade_id}: negative size or time")

@@ -105,3 +105,9 @@ def test_a_crossed_book_is_refused_like_the_model_refuses_it():
         book_bytes(update, bids, asks, category="linear", depth=20, ts_ingest=1)
     with pytest.raises(BybitParseError, match="crossed"):
         book_event(update, bids, asks, category="linear", depth=20, ts_ingest=1)
+
+
+def test_a_malformed_side_is_a_parse_error_not_a_crash():
+    with pytest.raises(BybitParseError, match="side"):
+        trade_bytes(category="linear", symbol="BTCUSDT", trade_id="t-1", price=Decimal("1"), size=Decimal("1"),
+                    side=["Buy"], ts_ms=1, ts_ingest=1)
