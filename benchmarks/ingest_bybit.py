@@ -7,7 +7,11 @@ the ingestor reads them. Measured side by side in one run, on the same embedded 
   normalized to MarketEvents, produced and acknowledged; events/s from the first frame
   to the last acknowledgement.
 - `bare producer`: the same event payloads (same count, same bytes) sent by kafka-python
-  in a tight loop with the same producer settings, then flushed.
+  in a tight loop with the same producer settings (`make_producer`: linger, batch size,
+  acks, idempotence), then flushed. Rounds alternate which of the two runs first.
+- `cpu_us_per_event`: this process's CPU time (all its threads) per event, for both. On a
+  machine shared with other work, events/s follows whatever CPU share the scheduler gives;
+  CPU per event is the steadier measure of what the ingestor adds over the producer.
 - `slow broker`: the broker reached through a proxy throttled to 256 KiB/s; process RSS
   sampled while the server keeps pushing, against the sink's stated bound
   (`queue_size` records + `max_in_flight_bytes`).
@@ -29,7 +33,8 @@ import websockets
 
 from finsignal.embedded import EmbeddedKafka, free_port
 from ingest.bybit.book import LocalBook
-from ingest.bybit.parse import book_event, ws_book, ws_trades
+from ingest.bybit.encode import book_bytes, trade_bytes
+from ingest.bybit.parse import ws_book, ws_trade_rows
 from ingest.bybit.service import BybitIngestor
 from ingest.bybit.settings import BybitSettings
 from ingest.kafka import ensure_topics, make_producer, wait_for_broker
@@ -72,20 +77,22 @@ def frames(n: int) -> list[str]:
 
 
 def normalized(pushes: list[str], topics: TopicSettings) -> list[tuple[str, bytes, bytes]]:
-    """The records the ingestor produces for `pushes`, computed offline (for the bare producer)."""
+    """The records the ingestor produces for `pushes`, computed offline with its code (for the bare producer)."""
     book = LocalBook("BTCUSDT")
     out = []
     for raw in pushes:
         msg = json.loads(raw)
         if msg["topic"].startswith("publicTrade"):
-            for t in ws_trades(msg, category="linear", ts_ingest=time.time_ns()):
-                out.append((topics.trade, t.key, t.to_bytes()))
+            for t in ws_trade_rows(msg):
+                value = trade_bytes(category="linear", symbol=t.symbol, trade_id=t.trade_id, price=t.price,
+                                    size=t.size, side=t.side, ts_ms=t.ts_ms, ts_ingest=time.time_ns())
+                out.append((topics.trade, t.symbol.encode(), value))
         else:
             update = ws_book(msg)
             book.apply(update)
             bids, asks = book.top(TOP_N)
-            event = book_event(update, bids, asks, category="linear", depth=TOP_N, ts_ingest=time.time_ns())
-            out.append((topics.orderbook, event.key, event.to_bytes()))
+            value = book_bytes(update, bids, asks, category="linear", depth=TOP_N, ts_ingest=time.time_ns())
+            out.append((topics.orderbook, update.symbol.encode(), value))
     return out
 
 
@@ -151,21 +158,27 @@ class ReplayServer:
         self._proc.join(10)
 
 
-def bench_bare(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes]]) -> float:
+def bench_bare(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes]]) -> tuple[float, float]:
+    """(events/s, process CPU µs per event) of kafka-python sending `records` in a tight loop, then flushing."""
     producer = make_producer(kafka)
     producer.send(records[0][0], key=records[0][1], value=records[0][2]).get(timeout=30)  # metadata warm-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for topic, key, value in records:
         producer.send(topic, key=key, value=value)
     producer.flush()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     producer.close()
-    return len(records) / elapsed
+    return len(records) / elapsed, cpu / len(records) * 1e6
 
 
 async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: ReplayServer, *, until_events: int | None,
                        duration_s: float | None = None, sample: list | None = None,
-                       ingest: IngestSettings | None = None) -> tuple[float, int, object]:
+                       ingest: IngestSettings | None = None) -> tuple[float, int, object, float]:
+    """(seconds, events produced, the sink, process CPU seconds) from the ingestor's start to its last ack.
+
+    Process CPU is every thread of this process (event loop, producer thread, kafka-python's I/O
+    thread), not the replay server's, which runs in its own process as the venue would.
+    """
     with server as port:
         settings = BybitSettings(ws_url=f"ws://127.0.0.1:{port}/v5/public/{{category}}", linear_symbols=["BTCUSDT"],
                                  channels=["trade", "orderbook"], book_depth=200, book_top_n=TOP_N, backfill_bars=0)
@@ -177,7 +190,7 @@ async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: Repl
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
             ingestor = BybitIngestor(settings, sink, topics, session)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             task = asyncio.create_task(ingestor.run(stop))
             if until_events is not None:
                 while sink.sent - warm < until_events:
@@ -190,14 +203,14 @@ async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: Repl
                     if sample is not None:
                         sample.append((time.monotonic(), rss_bytes(), sink.pending, sink.max_in_flight_seen,
                                        sink.sent - warm))
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             stop.set()
             if until_events is None:  # slow broker: the queue would take minutes to drain; measured enough
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 30)
         await sink.close(timeout_s=120 if until_events is not None else 2)
-    return elapsed, sink.sent - warm, sink
+    return elapsed, sink.sent - warm, sink, cpu
 
 
 def rss_bytes() -> int:
@@ -295,24 +308,37 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     with EmbeddedKafka() as broker:
         kafka = KafkaSettings(bootstrap=broker.bootstrap)
-        ingest_rates, bare_rates, normalize_rates = [], [], []
+        ingest_rates, bare_rates, normalize_rates, ingest_cpu, bare_cpu = [], [], [], [], []
         for round_ in range(2 if quick else 3):
             topics = TopicSettings(**{k: f"{v}.bench{round_}" for k, v in TopicSettings().model_dump().items()})
             ensure_topics(kafka, topics.all())
             started = time.perf_counter()
             records = normalized(pushes, topics)
             normalize_rates.append(len(records) / (time.perf_counter() - started))
-            bare_rates.append(bench_bare(kafka, records))
-            elapsed, produced, _ = asyncio.run(run_ingestor(kafka, topics, ReplayServer(pushes), until_events=len(records)))
-            assert produced == len(records), (produced, len(records))
-            ingest_rates.append(produced / elapsed)
+            # Alternate which goes first, so neither always meets the broker holding the other's round.
+            for which in (("bare", "ingestor") if round_ % 2 == 0 else ("ingestor", "bare")):
+                if which == "bare":
+                    rate, cpu_us = bench_bare(kafka, records)
+                    bare_rates.append(rate)
+                    bare_cpu.append(cpu_us)
+                    continue
+                elapsed, produced, _, cpu = asyncio.run(run_ingestor(kafka, topics, ReplayServer(pushes),
+                                                                     until_events=len(records)))
+                assert produced == len(records), (produced, len(records))
+                ingest_rates.append(produced / elapsed)
+                ingest_cpu.append(cpu / produced * 1e6)
         bare, ing = statistics.median(bare_rates), statistics.median(ingest_rates)
+        bare_us, ing_us = statistics.median(bare_cpu), statistics.median(ingest_cpu)
         rows.append({"case": "bare kafka-python producer", "events": len(records), "events_per_s": bare,
-                     "runs": ", ".join(f"{r:,.0f}" for r in bare_rates)})
+                     "runs": ", ".join(f"{r:,.0f}" for r in bare_rates), "cpu_us_per_event": bare_us,
+                     "cpu_runs": ", ".join(f"{c:.0f}" for c in bare_cpu)})
         rows.append({"case": "parse + book + normalize only (no I/O)", "events": len(records),
                      "events_per_s": statistics.median(normalize_rates)})
         rows.append({"case": "ingestor (WS -> parse -> book -> Kafka)", "events": len(records), "events_per_s": ing,
-                     "runs": ", ".join(f"{r:,.0f}" for r in ingest_rates), "ratio_vs_bare": ing / bare})
+                     "runs": ", ".join(f"{r:,.0f}" for r in ingest_rates), "ratio_vs_bare": ing / bare,
+                     "round_ratios": ", ".join(f"{i / b:.2f}" for i, b in zip(ingest_rates, bare_rates)),
+                     "cpu_us_per_event": ing_us, "cpu_runs": ", ".join(f"{c:.0f}" for c in ingest_cpu),
+                     "cpu_ratio_vs_bare": bare_us / ing_us})
     rows += slow_broker(6.0 if quick else 20.0, BybitSettings().queue_size, 4 * 1024 * 1024)
     return rows
 

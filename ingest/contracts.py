@@ -26,12 +26,16 @@ from pydantic import (
 
 DOCUMENT_SCHEMA_VERSION = 1
 MARKET_SCHEMA_VERSION = 1
+# Version 2 of Ticker added the option fields (implied volatilities, underlying price, greeks); a version 1
+# ticker (older recordings) still decodes, with those fields absent.
+TICKER_SCHEMA_VERSION = 2
 
 _TRACKING_PARAMS = frozenset(
     {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "fbclid", "gclid", "ref"}
 )
 
-Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Z0-9][A-Z0-9._:/-]*$")]
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._:/-]*$"
+Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=SYMBOL_PATTERN)]
 Nanos = Annotated[int, Field(ge=0, description="nanoseconds since the Unix epoch, UTC")]
 
 
@@ -258,8 +262,13 @@ class OrderBook(_MarketBase):
 
 
 class Ticker(_MarketBase):
-    """Merged ticker state; fields the venue did not send are absent."""
+    """Merged ticker state; fields the venue did not send are absent (null on the wire), never zero.
 
+    Option tickers also carry implied volatilities (fractions: 0.4896 is 48.96%), the underlying's
+    price and the greeks; a side of an option's book with nothing resting is absent, not a zero price.
+    """
+
+    schema_version: Literal[1, 2] = TICKER_SCHEMA_VERSION  # type: ignore[assignment]
     type: Literal["ticker"] = "ticker"
     last_price: Price | None = None
     bid1_price: Price | None = None
@@ -274,6 +283,26 @@ class Ticker(_MarketBase):
     turnover_24h: Size | None = None
     open_interest: Size | None = None
     funding_rate: Price | None = None
+    # schema version 2: options
+    bid1_iv: Size | None = None
+    ask1_iv: Size | None = None
+    mark_iv: Size | None = None
+    underlying_price: Price | None = None
+    delta: Price | None = None
+    gamma: Price | None = None
+    vega: Price | None = None
+    theta: Price | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> Ticker:
+        if self.schema_version == 1:
+            newer = [name for name in TICKER_V2_FIELDS if getattr(self, name) is not None]
+            if newer:
+                raise ValueError(f"{', '.join(newer)}: not in ticker schema version 1")
+        return self
+
+
+TICKER_V2_FIELDS = ("bid1_iv", "ask1_iv", "mark_iv", "underlying_price", "delta", "gamma", "vega", "theta")
 
 
 MarketEvent = Annotated[Union[Kline, Trade, OrderBook, Ticker], Field(discriminator="type")]

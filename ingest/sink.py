@@ -40,10 +40,16 @@ Send = Callable[["KafkaProducer"], Any]  # runs in the producer thread, returns 
 
 @dataclass(slots=True)
 class _Job:
-    send: Send
+    """One record for the producer thread: a plain send (topic, key, value, headers), or `send` for the rest."""
+
+    send: Send | None
     kind: str
     ack: asyncio.Future | None
     size: int
+    topic: str = ""
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class SinkClosed(RuntimeError):
@@ -66,6 +72,7 @@ class KafkaSink:
         self._in_flight_bytes = 0
         self.max_in_flight_seen = 0  # high-water mark of unacknowledged bytes, for benchmarks and tests
         self._credit = threading.Condition()
+        self._waiting_for_credit = 0
         self._abandon = threading.Event()
         self.topics = topics
         self.source = source
@@ -106,10 +113,11 @@ class KafkaSink:
         With `ack=True` returns a future resolved when Kafka acknowledged the record (or failed
         with the error): use it where something is recorded as done only once it is durable.
         """
-        def send(producer: KafkaProducer) -> Any:
-            return producer.send(topic, key=key, value=value, headers=headers)
-
-        return await self._put(send, kind, ack, len(value) + len(key or b""))
+        if self._closed or self._queue is None or self._loop is None:
+            raise SinkClosed(f"kafka sink {self.source!r} is not running")
+        future = self._loop.create_future() if ack else None
+        await self._queue.put(_Job(None, kind, future, len(value) + len(key or b""), topic, key, value, headers))
+        return future
 
     async def dead_letter(self, letter: DeadLetter, raw: bytes | None, key: bytes | None = None) -> None:
         """Send a refused payload, untouched, to the dead-letter topic with the reason in its headers."""
@@ -205,7 +213,10 @@ class KafkaSink:
                 break
             while True:
                 try:
-                    future = job.send(self._producer)
+                    if job.send is None:
+                        future = self._producer.send(job.topic, key=job.key, value=job.value, headers=job.headers)
+                    else:
+                        future = job.send(self._producer)
                     break
                 except KafkaTimeoutError as exc:
                     # Buffer still full after max_block_ms: the broker is slow or away. Keep the record and
@@ -221,10 +232,7 @@ class KafkaSink:
                 self._return_credit(job.size)
                 continue
             counts[job.kind] = counts.get(job.kind, 0) + 1
-            future.add_both(self._settled, job.size)
-            future.add_errback(self._on_error, job)
-            if job.ack is not None:
-                future.add_callback(self._on_ack, job.ack)
+            future.add_both(self._settled, job)  # one callback for both outcomes: fewer per-record registrations
         self.sent += sum(counts.values())
         for kind, n in counts.items():
             if kind != "deadletter":
@@ -236,21 +244,27 @@ class KafkaSink:
             while self._in_flight_bytes and self._in_flight_bytes + size > self.max_in_flight_bytes:
                 if self._abandon.is_set():
                     raise _Abandoned
-                self._credit.wait(0.2)
+                self._waiting_for_credit += 1
+                try:
+                    self._credit.wait(0.2)
+                finally:
+                    self._waiting_for_credit -= 1
             self._in_flight_bytes += size
             self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight_bytes)
 
     def _return_credit(self, size: int) -> None:
         with self._credit:
             self._in_flight_bytes -= size
-            self._credit.notify_all()
+            if self._waiting_for_credit:  # a notify per acknowledged record costs the I/O thread when nobody waits
+                self._credit.notify_all()
 
-    def _settled(self, size: int, _result: Any) -> None:
-        """In kafka-python's I/O thread: a record was acknowledged or failed; its bytes leave the budget."""
-        self._return_credit(size)
-
-    def _on_ack(self, ack: asyncio.Future, metadata: Any) -> None:
-        self._resolve(ack, None, metadata)
+    def _settled(self, job: _Job, result: Any) -> None:
+        """In kafka-python's I/O thread: a record was acknowledged (metadata) or failed (the exception)."""
+        self._return_credit(job.size)
+        if isinstance(result, BaseException):
+            self._on_error(job, result)
+        elif job.ack is not None:
+            self._resolve(job.ack, None, result)
 
     def _on_error(self, job: _Job, exc: BaseException) -> None:
         DELIVERY_FAILURES.labels(self.source).inc()

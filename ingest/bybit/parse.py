@@ -21,7 +21,7 @@ from ingest.contracts import ContractError, Kline, OrderBook, Ticker, Trade
 MS = 1_000_000  # nanoseconds per millisecond
 _MINUTES = {"1": 1, "3": 3, "5": 5, "15": 15, "30": 30, "60": 60, "120": 120, "240": 240, "360": 360, "720": 720}
 
-# Bybit ticker field -> Ticker field.
+# Bybit ticker field -> Ticker field (spot, linear, inverse).
 TICKER_FIELDS = {
     "lastPrice": "last_price",
     "bid1Price": "bid1_price",
@@ -37,6 +37,30 @@ TICKER_FIELDS = {
     "openInterest": "open_interest",
     "fundingRate": "funding_rate",
 }
+_OPTION_COMMON = {
+    "lastPrice": "last_price",
+    "markPrice": "mark_price",
+    "indexPrice": "index_price",
+    "underlyingPrice": "underlying_price",
+    "highPrice24h": "high_price_24h",
+    "lowPrice24h": "low_price_24h",
+    "volume24h": "volume_24h",
+    "turnover24h": "turnover_24h",
+    "openInterest": "open_interest",
+    "delta": "delta",
+    "gamma": "gamma",
+    "vega": "vega",
+    "theta": "theta",
+}
+# Option tickers name their quotes differently on the WebSocket (tickers.{symbol}) and over REST
+# (/v5/market/tickers?category=option); both map onto the same Ticker fields.
+OPTION_TICKER_FIELDS = {
+    "ws": {"bidPrice": "bid1_price", "bidSize": "bid1_size", "bidIv": "bid1_iv", "askPrice": "ask1_price",
+           "askSize": "ask1_size", "askIv": "ask1_iv", "markPriceIv": "mark_iv", **_OPTION_COMMON},
+    "rest": {"bid1Price": "bid1_price", "bid1Size": "bid1_size", "bid1Iv": "bid1_iv", "ask1Price": "ask1_price",
+             "ask1Size": "ask1_size", "ask1Iv": "ask1_iv", "markIv": "mark_iv", **_OPTION_COMMON},
+}
+_SIDES = (("bid1_size", ("bid1_price", "bid1_size", "bid1_iv")), ("ask1_size", ("ask1_price", "ask1_size", "ask1_iv")))
 
 
 class BybitParseError(ValueError):
@@ -174,7 +198,19 @@ def ws_klines(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Kli
     return out
 
 
-def ws_trades(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Trade]:
+@dataclass(frozen=True, slots=True)
+class TradeRow:
+    """One trade of a `publicTrade` push, its numbers exact; `encode.trade_bytes` or `Trade` take it from here."""
+
+    symbol: str
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    side: Any
+    ts_ms: int
+
+
+def ws_trade_rows(msg: dict[str, Any]) -> list[TradeRow]:
     """A `publicTrade.{symbol}` push: a batch of trades, oldest first."""
     _, symbol = _topic_symbol(msg.get("topic"), 2)
     data = msg.get("data")
@@ -189,12 +225,17 @@ def ws_trades(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Tra
         trade_id = item.get("i")
         if not isinstance(trade_id, str) or not trade_id:
             raise BybitParseError("trade push: missing trade id 'i'")
-        out.append(_validated(lambda: Trade(
-            category=category, symbol=symbol, trade_id=trade_id, price=dec(item.get("p"), "price"),
-            size=dec(item.get("v"), "size"), side=item.get("S"), ts_event=ms_int(item.get("T"), "trade time") * MS,
-            ts_ingest=ts_ingest,
-        ), f"trade {symbol} {trade_id}"))
+        out.append(TradeRow(symbol, trade_id, dec(item.get("p"), "price"), dec(item.get("v"), "size"),
+                            item.get("S"), ms_int(item.get("T"), "trade time")))
     return out
+
+
+def ws_trades(msg: dict[str, Any], *, category: str, ts_ingest: int) -> list[Trade]:
+    """A `publicTrade.{symbol}` push as validated `Trade` models."""
+    return [_validated(lambda: Trade(
+        category=category, symbol=row.symbol, trade_id=row.trade_id, price=row.price, size=row.size, side=row.side,
+        ts_event=row.ts_ms * MS, ts_ingest=ts_ingest,
+    ), f"trade {row.symbol} {row.trade_id}") for row in ws_trade_rows(msg)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +296,12 @@ def book_event(update: BookUpdate, bids: list[tuple[Decimal, Decimal]], asks: li
     }), f"book {update.symbol} u={update.update_id}")
 
 
-def ws_ticker(msg: dict[str, Any]) -> tuple[str, bool, dict[str, Decimal], int]:
+def ws_ticker(msg: dict[str, Any], category: str = "linear") -> tuple[str, bool, dict[str, Decimal | None], int]:
     """A `tickers.{symbol}` push: (symbol, is_snapshot, the fields it carries, ts ms).
 
-    Spot pushes are always snapshots; linear and inverse send a snapshot, then deltas
-    carrying only the fields that changed.
+    Spot and option pushes are always snapshots; linear and inverse send a snapshot, then
+    deltas carrying only the fields that changed. A field mapped to None clears it (an
+    emptied side of the book); a field not in the dict was not sent.
     """
     _, symbol = _topic_symbol(msg.get("topic"), 2)
     kind = msg.get("type", "snapshot")
@@ -270,12 +312,35 @@ def ws_ticker(msg: dict[str, Any]) -> tuple[str, bool, dict[str, Decimal], int]:
         raise BybitParseError("ticker push: data is not an object")
     if data.get("symbol", symbol) != symbol:
         raise BybitParseError(f"ticker push: symbol {data.get('symbol')!r} on topic {msg['topic']}")
-    fields = {ours: dec(data[theirs], theirs) for theirs, ours in TICKER_FIELDS.items()
-              if theirs in data and data[theirs] != ""}
-    return symbol, kind == "snapshot", fields, ms_int(msg.get("ts"), "ticker ts")
+    names = OPTION_TICKER_FIELDS["ws"] if category == "option" else TICKER_FIELDS
+    return symbol, kind == "snapshot", ticker_fields(data, names), ms_int(msg.get("ts"), "ticker ts")
 
 
-def ticker_event(symbol: str, fields: dict[str, Decimal], *, category: str, ts_ms: int, ts_ingest: int) -> Ticker:
+def ticker_fields(data: dict[str, Any], names: dict[str, str]) -> dict[str, Decimal | None]:
+    """Bybit's ticker fields as Ticker fields: "" is not sent; a side with zero size is an empty side.
+
+    An option with nothing bid is sent as bidPrice "0", bidSize "0", bidIv "0": that is no bid,
+    so its price, size and IV become None (cleared), never a zero price a consumer would trade on.
+    """
+    fields: dict[str, Decimal | None] = {
+        ours: dec(data[theirs], theirs) for theirs, ours in names.items() if theirs in data and data[theirs] != ""}
+    for size, side in _SIDES:
+        if fields.get(size) == 0:
+            fields.update(dict.fromkeys(side))
+    return fields
+
+
+def rest_ticker(item: Any, *, category: str, ts_ms: int, ts_ingest: int) -> Ticker:
+    """One item of `/v5/market/tickers` (`result.list`): options in their REST names, others as on the stream."""
+    if not isinstance(item, dict) or not isinstance(item.get("symbol"), str):
+        raise BybitParseError(f"ticker item {str(item)[:200]!r}: expected an object with a symbol")
+    names = OPTION_TICKER_FIELDS["rest"] if category == "option" else TICKER_FIELDS
+    return ticker_event(item["symbol"], ticker_fields(item, names), category=category, ts_ms=ts_ms,
+                        ts_ingest=ts_ingest)
+
+
+def ticker_event(symbol: str, fields: dict[str, Decimal | None], *, category: str, ts_ms: int,
+                 ts_ingest: int) -> Ticker:
     """The merged ticker state as a `Ticker`."""
     return _validated(lambda: Ticker(category=category, symbol=symbol, ts_event=ts_ms * MS, ts_ingest=ts_ingest,
                                      **fields), f"ticker {symbol}")

@@ -13,19 +13,19 @@ import aiohttp
 import structlog
 
 from ingest.bybit.book import BookGap, LocalBook
+from ingest.bybit.encode import book_bytes, trade_bytes
 from ingest.bybit.parse import (
     MS,
     BybitParseError,
-    book_event,
     next_start_ms,
     ticker_event,
     ws_book,
     ws_klines,
     ws_ticker,
-    ws_trades,
+    ws_trade_rows,
 )
 from ingest.bybit.rest import BackfillFailed, BybitRest
-from ingest.bybit.settings import BybitSettings
+from ingest.bybit.settings import CATEGORIES, BybitSettings
 from ingest.bybit.state import KlineState, TickerState, TradeDedupe
 from ingest.bybit.stream import BybitConnection
 from ingest.contracts import Kline, Ticker
@@ -38,6 +38,7 @@ from ingest.sink import KafkaSink
 log = structlog.get_logger(__name__)
 
 SOURCE = "bybit"
+KLINE_CATEGORIES = frozenset({"spot", "linear", "inverse"})  # Bybit serves no option klines
 
 
 @dataclass
@@ -62,7 +63,7 @@ class BybitIngestor:
         self.limiter = RateLimiter(settings.rest_max_calls, settings.rest_period_s)
         self.rest = BybitRest(session, settings, self.limiter, self._invalid_rest, clock)
         self.state = {c: _CategoryState(trades=TradeDedupe(settings.trade_dedupe_window))
-                      for c in ("spot", "linear", "inverse")}
+                      for c in CATEGORIES}
         self.connections: dict[str, BybitConnection] = {}
         self._backfills: set[asyncio.Task] = set()
 
@@ -75,7 +76,8 @@ class BybitIngestor:
                             for c in categories}
         if "kline" in self.settings.channels and self.settings.backfill_bars:
             for category in categories:
-                self._spawn_backfill(category)
+                if category in KLINE_CATEGORIES:
+                    self._spawn_backfill(category)
         try:
             await asyncio.gather(*(conn.run(stop) for conn in self.connections.values()))
         finally:
@@ -93,7 +95,7 @@ class BybitIngestor:
             book.clear()
         state.tickers.drop()
         log.info("bybit.state_dropped", category=category, books=len(state.books))
-        if "kline" in self.settings.channels:
+        if "kline" in self.settings.channels and category in KLINE_CATEGORIES:
             self._spawn_backfill(category)
 
     async def on_invalid(self, category: str, raw: bytes, reason: str) -> None:
@@ -137,9 +139,12 @@ class BybitIngestor:
 
     async def _trades(self, category: str, msg: dict[str, Any]) -> None:
         dedupe = self.state[category].trades
-        for trade in ws_trades(msg, category=category, ts_ingest=self.clock()):
-            if dedupe.first_time(trade.symbol, trade.trade_id):
-                await self.sink.publish(self.topics.trade, trade.key, trade.to_bytes(), kind="trade")
+        ts_ingest = self.clock()
+        for row in ws_trade_rows(msg):
+            if dedupe.first_time(row.symbol, row.trade_id):
+                value = trade_bytes(category=category, symbol=row.symbol, trade_id=row.trade_id, price=row.price,
+                                    size=row.size, side=row.side, ts_ms=row.ts_ms, ts_ingest=ts_ingest)
+                await self.sink.publish(self.topics.trade, row.symbol.encode(), value, kind="trade")
             else:
                 DEDUPES.labels(SOURCE, "trade").inc()
 
@@ -159,7 +164,7 @@ class BybitIngestor:
             return
         bids, asks = book.top(self.settings.book_top_n)
         try:
-            event = book_event(update, bids, asks, category=category, depth=self.settings.book_top_n,
+            value = book_bytes(update, bids, asks, category=category, depth=self.settings.book_top_n,
                                ts_ingest=self.clock())
         except BybitParseError as exc:
             # A crossed or unordered book after applying venue data: the book is wrong, not the consumer's problem.
@@ -167,10 +172,10 @@ class BybitIngestor:
             await self.on_invalid(category, raw, f"orderbook: {exc}")
             await conn.resubscribe(msg["topic"], str(exc))
             return
-        await self.sink.publish(self.topics.orderbook, event.key, event.to_bytes(), kind="orderbook")
+        await self.sink.publish(self.topics.orderbook, update.symbol.encode(), value, kind="orderbook")
 
     async def _ticker(self, category: str, msg: dict[str, Any]) -> None:
-        symbol, snapshot, fields, ts_ms = ws_ticker(msg)
+        symbol, snapshot, fields, ts_ms = ws_ticker(msg, category)
         merged = self.state[category].tickers.apply(symbol, snapshot, fields)
         if merged is None:
             GAPS.labels(SOURCE, "ticker").inc()

@@ -66,12 +66,17 @@ class TradeDedupe:
 
 
 class TickerState:
-    """Merged ticker fields per symbol: a snapshot replaces, a delta overlays the fields it carries."""
+    """Merged ticker fields per symbol: a snapshot replaces, a delta overlays the fields it carries.
+
+    A field a snapshot does not carry is absent, whatever an earlier snapshot said; a delta's None
+    clears a field (an emptied side of the book).
+    """
 
     def __init__(self) -> None:
-        self._fields: dict[str, dict[str, Decimal]] = {}
+        self._fields: dict[str, dict[str, Decimal | None]] = {}
 
-    def apply(self, symbol: str, snapshot: bool, fields: dict[str, Decimal]) -> dict[str, Decimal] | None:
+    def apply(self, symbol: str, snapshot: bool, fields: dict[str, Decimal | None]
+              ) -> dict[str, Decimal | None] | None:
         """The merged state, or None for a delta with no snapshot to merge into."""
         if snapshot:
             self._fields[symbol] = dict(fields)

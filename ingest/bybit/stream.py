@@ -2,7 +2,9 @@
 
 - Subscribes with a `req_id` per request and matches the acknowledgements, whose
   shape differs by category (spot: `ret_msg: "subscribe"`; linear/inverse: `ret_msg: ""`),
-  by that id. Spot accepts at most 10 args per request, so requests are chunked.
+  by that id. Options answer without the id (`type: "COMMAND_RESP"` listing `successTopics`
+  and `failTopics`): matched by topics. Spot accepts at most 10 args per request, so
+  requests are chunked.
 - Sends `{"op": "ping"}` every `ping_interval_s` (Bybit drops idle connections);
   both pong shapes (spot echoes `op: "ping"` with `ret_msg: "pong"`, linear/inverse
   answer `op: "pong"`) count as life.
@@ -21,15 +23,29 @@ import json
 import random
 from typing import Any, Protocol
 
+import orjson
 import structlog
 import websockets
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidURI
 
 from ingest.bybit.settings import BybitSettings
 from ingest.limits import Backoff
 from ingest.metrics import ERRORS, RECONNECTS, RESUBSCRIBES
 
 log = structlog.get_logger(__name__)
+
+
+def loads(raw: bytes) -> Any:
+    """Parse one frame: orjson (~3x faster on the hot path), the standard library for what orjson refuses.
+
+    Frames orjson refuses (invalid UTF-8, lone surrogate escapes, broken JSON) get the standard parser's
+    answer and error. One difference stays: an integer past 64 bits becomes a float, which the parsers
+    refuse as a price or time (Bybit sends numbers as strings and times well inside 64 bits).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 class StreamHandler(Protocol):
@@ -109,9 +125,13 @@ class BybitConnection:
             await self._request("subscribe", topics[i:i + self.chunk])
         watchdog = asyncio.create_task(self._watchdog(ws, stop), name=f"bybit-watchdog-{self.category}")
         try:
-            async for raw in ws:
+            while True:
+                try:
+                    raw = await ws.recv(decode=False)  # bytes as sent: the JSON parser checks UTF-8 itself
+                except ConnectionClosedOK:
+                    break
                 self._last_rx = loop.time()
-                await self._dispatch(raw if isinstance(raw, bytes) else raw.encode())
+                await self._dispatch(raw)
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +165,26 @@ class BybitConnection:
                 await ws.close(1011, "stale")
                 return
 
+    async def _command_response(self, msg: dict[str, Any]) -> None:
+        """The option stream's answer: `data.successTopics` / `data.failTopics`, no request id to match."""
+        data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+        ok = {t for t in data.get("successTopics") or () if isinstance(t, str)}
+        failed = {t for t in data.get("failTopics") or () if isinstance(t, str)}
+        answered = ok | failed
+        for req_id, (op, args, _) in list(self._pending.items()):
+            if args and set(args) <= answered:
+                del self._pending[req_id]
+                refused = [a for a in args if a in failed]
+                if not refused:
+                    log.debug("bybit.acked", category=self.category, op=op, args=args)
+                    continue
+                ERRORS.labels("bybit", f"{op}_refused").inc()
+                log.error("bybit.request_refused", category=self.category, op=op, args=refused,
+                          reason=str(msg.get("ret_msg") or "failTopics"))
+                if op == "subscribe":
+                    for topic in refused:
+                        self.rejected[topic] = str(msg.get("ret_msg") or "refused (failTopics)")
+
     def _next_id(self) -> str:
         return f"{self.category}-{next(self._ids)}"
 
@@ -164,7 +204,7 @@ class BybitConnection:
 
     async def _dispatch(self, raw: bytes) -> None:
         try:
-            msg = json.loads(raw)
+            msg = loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             await self.handler.on_invalid(self.category, raw, f"malformed JSON: {exc}")
             return
@@ -174,6 +214,8 @@ class BybitConnection:
             await self.handler.on_data(self.category, msg, raw, self)
         elif "op" in msg:
             await self._control(msg)
+        elif msg.get("type") == "COMMAND_RESP":
+            await self._command_response(msg)
         else:
             await self.handler.on_invalid(self.category, raw, "neither a topic push nor an op reply")
 

@@ -11,6 +11,16 @@ getcurrent entries look like (one per filer role, so a filing can appear several
 
 The accession number's prefix is whoever submitted the filing (often a filing agent),
 so the company CIK comes from the title, else from the `/edgar/data/<cik>/` link.
+
+A filing with co-registrants (a parent and its finance subsidiaries on one accession)
+has one feed entry per filer, and a feed page may cut the list short; the filing's
+index page lists every filer, the primary registrant first:
+
+    <span class="companyName">SOUTHERN CO (Filer)
+     <acronym title="Central Index Key">CIK</acronym>: <a href="...">0000092122 (see all company filings)</a></span>
+
+Links are absolute `https://www.sec.gov/...` URLs; `rebase` points them at a configured
+mirror or proxy for fetching, while published URLs stay the public ones.
 """
 
 from __future__ import annotations
@@ -19,9 +29,9 @@ import calendar
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ingest.text import html_to_text
 
@@ -31,6 +41,9 @@ _LINK_CIK = re.compile(r"/Archives/edgar/data/(\d{1,10})/", re.IGNORECASE)
 _ITEM = re.compile(r"\bItem\s+(\d{1,2}\.\d{2})\b", re.IGNORECASE)
 # Who the filing is about comes first: a Form 4's issuer over its reporting owner, a 13D's subject over its filer.
 _ROLE_RANK = {"filer": 0, "subject": 0, "issuer": 0, "filed by": 1, "reporting": 2}
+_INDEX_FILER = re.compile(r"^(?P<company>.+)\s\((?P<role>[^()]+)\)\s*CIK:?\s*(?P<cik>\d{1,10})\b")
+SEC_URL = "https://www.sec.gov"  # where the public links point, whatever host the ingestor fetches from
+_SEC_HOSTS = frozenset({"www.sec.gov", "sec.gov"})
 
 
 class EdgarParseError(ValueError):
@@ -38,8 +51,17 @@ class EdgarParseError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Filer:
+    """One entity named on a filing: its CIK (10 digits), name and role (Filer, Subject, Reporting...)."""
+
+    cik: str
+    company: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
 class CurrentFiling:
-    """One filing announced by the getcurrent feed."""
+    """One filing announced by the getcurrent feed, attributed to `cik`; `filers` are all its feed entries."""
 
     accession: str
     cik: str
@@ -50,6 +72,11 @@ class CurrentFiling:
     updated_ns: int | None
     summary: str
     items: tuple[str, ...]
+    filers: tuple[Filer, ...] = ()
+
+    def attributed_to(self, filer: Filer) -> CurrentFiling:
+        """This filing with `filer` as the company it is about."""
+        return replace(self, cik=filer.cik, company=filer.company, role=filer.role)
 
 
 def parse_current_feed(body: bytes, base_url: str) -> list[CurrentFiling]:
@@ -81,11 +108,11 @@ def _entry(entry: dict, base_url: str) -> CurrentFiling | None:
         return None
     summary = html_to_text(entry.get("summary") or "")
     when = entry.get("updated_parsed") or entry.get("published_parsed")
+    filer = Filer(cik.zfill(10), m.group("company").strip() if m else "", m.group("role").strip() if m else "")
     return CurrentFiling(
-        accession=accession, cik=cik.zfill(10), company=m.group("company").strip() if m else "",
-        form=form, role=(m.group("role").strip() if m else ""), index_url=link,
+        accession=accession, cik=filer.cik, company=filer.company, form=form, role=filer.role, index_url=link,
         updated_ns=calendar.timegm(when) * 1_000_000_000 if when else None,
-        summary=summary, items=items_of(summary),
+        summary=summary, items=items_of(summary), filers=(filer,),
     )
 
 
@@ -98,18 +125,97 @@ def one_per_accession(filings: list[CurrentFiling],
                       has_ticker: Callable[[str], bool] = lambda cik: False) -> list[CurrentFiling]:
     """The feed repeats a filing once per filer (co-registrants) or role: keep one per accession number.
 
-    Preferred: the company the filing is about (by role), then one whose CIK maps to a ticker
-    (a parent over its unlisted subsidiary), then the first in feed order.
+    Each kept filing carries every filer the feed named for it and is attributed by `attribute`.
     """
-    def rank(f: CurrentFiling) -> tuple[int, int]:
-        return _ROLE_RANK.get(f.role.lower(), 3), 0 if has_ticker(f.cik) else 1
-
-    best: dict[str, CurrentFiling] = {}
+    grouped: dict[str, list[CurrentFiling]] = {}
     for filing in filings:
-        held = best.get(filing.accession)
-        if held is None or rank(filing) < rank(held):
-            best[filing.accession] = filing
-    return list(best.values())
+        grouped.setdefault(filing.accession, []).append(filing)
+    out = []
+    for accession, entries in grouped.items():
+        filers = tuple(dict.fromkeys(f for e in entries for f in (e.filers or (Filer(e.cik, e.company, e.role),))))
+        chosen = attribute(filers, accession, has_ticker)
+        first = next(e for e in entries if e.cik == chosen.cik)
+        out.append(replace(first, filers=filers).attributed_to(chosen))
+    return out
+
+
+def attribute(filers: tuple[Filer, ...] | list[Filer], accession: str, has_ticker: Callable[[str], bool],
+              primary_listed_first: bool = False) -> Filer:
+    """The filer a filing is attributed to.
+
+    By role first (a Form 4's issuer over its reporting owner, a 13D's subject over who filed it),
+    then one whose CIK maps to a ticker (a parent over its unlisted finance subsidiaries), then the
+    parent: the first filer of the index page (`primary_listed_first`), else the one that submitted
+    the filing itself (its CIK is the accession prefix); then the order given.
+    """
+    if not filers:
+        raise ValueError(f"{accession}: no filer to attribute the filing to")
+    submitter = accession.split("-", 1)[0]
+
+    def rank(pair: tuple[int, Filer]) -> tuple[int, int, int, int]:
+        i, f = pair
+        parent = (i == 0) if primary_listed_first else f.cik == submitter
+        return _ROLE_RANK.get(f.role.lower(), 3), 0 if has_ticker(f.cik) else 1, 0 if parent else 1, i
+
+    return min(enumerate(filers), key=rank)[1]
+
+
+def co_registrant_ciks(filers: tuple[Filer, ...] | list[Filer], chosen: Filer) -> list[str]:
+    """CIKs of the filers in the chosen one's role class, chosen first: their tickers all name the filing."""
+    rank = _ROLE_RANK.get(chosen.role.lower(), 3)
+    rest = [f.cik for f in filers if f.cik != chosen.cik and _ROLE_RANK.get(f.role.lower(), 3) == rank]
+    return list(dict.fromkeys([chosen.cik, *rest]))
+
+
+class _IndexFilers(HTMLParser):
+    """Text of each `<span class="companyName">` of a filing index page, in page order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.names: list[str] = []
+        self._depth = 0  # spans open inside the current companyName span, itself included
+        self._parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "span":
+            return
+        if self._depth:
+            self._depth += 1
+        elif "companyName" in (dict(attrs).get("class") or "").split():
+            self._depth, self._parts = 1, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span" and self._depth:
+            self._depth -= 1
+            if not self._depth:
+                self.names.append(" ".join("".join(self._parts).split()))
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self._parts.append(data)
+
+
+def index_filers(index_html: str) -> list[Filer]:
+    """Every filer a filing's `-index.htm` page names, in page order (the primary registrant first)."""
+    parser = _IndexFilers()
+    parser.feed(index_html)
+    out = []
+    for text in parser.names:
+        m = _INDEX_FILER.match(text)
+        if m:
+            out.append(Filer(m.group("cik").zfill(10), m.group("company").strip(), m.group("role").strip()))
+    return list(dict.fromkeys(out))
+
+
+def rebase(url: str, base_url: str) -> str:
+    """`url` with an SEC host (www.sec.gov) moved onto `base_url`, a mirror or proxy; other URLs unchanged."""
+    parts = urlsplit(url)
+    if (parts.hostname or "").lower() not in _SEC_HOSTS:
+        return url
+    base = urlsplit(base_url.rstrip("/"))
+    if (base.hostname or "").lower() in _SEC_HOSTS and not base.path:
+        return url
+    return urlunsplit((base.scheme, base.netloc, base.path + parts.path, parts.query, parts.fragment))
 
 
 def items_of(text: str) -> tuple[str, ...]:

@@ -21,13 +21,19 @@ import structlog
 from ingest import http
 from ingest.contracts import Document
 from ingest.filings.edgar import (
+    SEC_URL,
     CurrentFiling,
     EdgarParseError,
+    Filer,
+    attribute,
+    co_registrant_ciks,
     document_text,
+    index_filers,
     items_of,
     one_per_accession,
     parse_current_feed,
     primary_document_url,
+    rebase,
 )
 from ingest.filings.settings import FilingsSettings
 from ingest.kafka import DeadLetter
@@ -86,7 +92,11 @@ class FilingsIngestor:
 
     async def _get(self, url: str, params: dict[str, str] | None = None, max_bytes: int = http.MAX_BODY_BYTES
                    ) -> http.Response:
-        """One polite GET; throttling answers pause every EDGAR request and are raised, never parsed."""
+        """One polite GET; throttling answers pause every EDGAR request and are raised, never parsed.
+
+        An SEC URL (the feed's links are absolute) is fetched from the configured `base_url`.
+        """
+        url = rebase(url, self.settings.base_url)
         headers = {"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"}
         try:
             resp = await http.get(self.session, url, source=SOURCE, limiter=self.limiter, params=params,
@@ -131,12 +141,12 @@ class FilingsIngestor:
             log.warning("filings.feed_failed", form=form, error=repr(exc))
             return
         try:
-            entries = parse_current_feed(resp.body, self.settings.base_url)
+            entries = parse_current_feed(resp.body, SEC_URL)  # links kept public; `_get` rebases them
         except EdgarParseError as exc:
             await self.sink.dead_letter(DeadLetter(reason=f"getcurrent feed: {exc}", stage="filings.feed",
                                                    source_topic=resp.url), resp.body[:900_000])
             return
-        filings = one_per_accession(entries, has_ticker=lambda cik: cik in self.tickers)
+        filings = one_per_accession(entries, has_ticker=self._has_ticker)
         DEDUPES.labels(SOURCE, "feed_entry").inc(len(entries) - len(filings))
         seen = await self.seen.seen(f.accession for f in filings)
         fresh = 0
@@ -163,10 +173,22 @@ class FilingsIngestor:
                 self._in_flight.discard(filing.accession)
                 queue.task_done()
 
+    def _has_ticker(self, cik: str) -> bool:
+        return cik in self.tickers
+
     async def _publish(self, filing: CurrentFiling) -> None:
-        url, text = filing.index_url, ""
+        url, text, filers = filing.index_url, "", []
         if filing.form.upper() in {f.upper() for f in self.settings.document_forms}:
-            url, text = await self._primary_text(filing)
+            url, text, filers = await self._primary_text(filing)
+        elif not self._has_ticker(filing.cik):
+            filers = await self._index_filers(filing)  # a listed co-registrant may be beyond the feed page
+        if filers:
+            chosen = attribute(filers, filing.accession, self._has_ticker, primary_listed_first=True)
+            if chosen.cik != filing.cik:
+                log.info("filings.attributed", accession=filing.accession, feed_cik=filing.cik, cik=chosen.cik)
+            filing = filing.attributed_to(chosen)
+        else:
+            filers = list(filing.filers)
         items = items_of(f"{filing.summary}\n{text[:20_000]}") if filing.form.upper().startswith("8-K") else ()
         body = text or filing.summary
         if len(body) > self.settings.max_body_chars:
@@ -175,11 +197,12 @@ class FilingsIngestor:
         title = f"{filing.form}: {filing.company}" if filing.company else filing.form
         if items:
             title += f" (Items {', '.join(items)})"
-        ticker = self.tickers.get(filing.cik)
+        chosen = Filer(filing.cik, filing.company, filing.role)
+        symbols = [self.tickers[c] for c in co_registrant_ciks(filers or [chosen], chosen) if c in self.tickers]
         now = self.clock()
         try:
             doc = Document.create(kind="filing", source="sec-edgar", title=title, body=body, url=url,
-                                  symbols=[ticker] if ticker else [], ts_event=filing.updated_ns or now,
+                                  symbols=symbols, ts_event=filing.updated_ns or now,
                                   ts_ingest=now, accession=filing.accession, cik=filing.cik, form=filing.form)
         except ValueError as exc:
             raw = json.dumps({"accession": filing.accession, "cik": filing.cik, "form": filing.form,
@@ -192,19 +215,23 @@ class FilingsIngestor:
         await ack  # raises if Kafka refused it: then it is not marked and the next poll retries
         await self.seen.mark([filing.accession])
         log.info("filings.published", accession=filing.accession, form=filing.form, cik=filing.cik,
-                 ticker=ticker, items=list(items), chars=len(body))
+                 symbols=list(doc.symbols), items=list(items), chars=len(body))
 
-    async def _primary_text(self, filing: CurrentFiling) -> tuple[str, str]:
-        """(URL, text) of the primary document; (index URL, "") when it cannot be had."""
+    async def _primary_text(self, filing: CurrentFiling) -> tuple[str, str, list[Filer]]:
+        """(URL, text, filers of the index page) of the primary document; (index URL, "", ...) when unavailable."""
+        filers: list[Filer] = []
         for attempt in range(1, self.settings.document_attempts + 1):
             try:
                 index = await self._get(filing.index_url)
-                doc_url = primary_document_url(index.body.decode("utf-8", "replace"), filing.form, index.url)
+                html = index.body.decode("utf-8", "replace")
+                filers = index_filers(html)
+                # Joined to the public index URL, not the fetched one: the published URL stays www.sec.gov's.
+                doc_url = primary_document_url(html, filing.form, filing.index_url)
                 if doc_url is None:
                     log.warning("filings.no_primary_document", accession=filing.accession, index=filing.index_url)
-                    return filing.index_url, ""
+                    return filing.index_url, "", filers
                 doc = await self._get(doc_url, max_bytes=self.settings.max_document_bytes)
-                return doc_url, document_text(doc.body, doc.headers.get("Content-Type"), doc_url)
+                return doc_url, document_text(doc.body, doc.headers.get("Content-Type"), doc_url), filers
             except (http.Forbidden, http.RateLimited, http.Unavailable):
                 continue  # the limiter is paused: the next attempt waits it out
             except (http.HttpError, aiohttp.ClientError, TimeoutError) as exc:
@@ -212,7 +239,16 @@ class FilingsIngestor:
                 log.warning("filings.document_failed", accession=filing.accession, error=repr(exc),
                             attempt=attempt)
         log.error("filings.document_unavailable", accession=filing.accession, index=filing.index_url)
-        return filing.index_url, ""
+        return filing.index_url, "", filers
+
+    async def _index_filers(self, filing: CurrentFiling) -> list[Filer]:
+        """Filers named on the filing's index page; none when it cannot be had (the feed's then stand)."""
+        try:
+            return index_filers((await self._get(filing.index_url)).body.decode("utf-8", "replace"))
+        except (http.HttpError, aiohttp.ClientError, TimeoutError) as exc:
+            ERRORS.labels(SOURCE, "index").inc()
+            log.warning("filings.index_failed", accession=filing.accession, error=repr(exc))
+            return []
 
 
 def parse_company_tickers(body: bytes) -> dict[str, str]:

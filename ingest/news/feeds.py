@@ -92,9 +92,23 @@ def _xml_entry(item: Any) -> FeedEntry | None:
         return None
     when = item.get("published_parsed") or item.get("updated_parsed")
     return FeedEntry(
-        guid=(item.get("id") or None), url=(item.get("link") or None), title=title, body=body,
+        guid=(item.get("id") or None), url=entry_url(item), title=title, body=body,
         published_ns=calendar.timegm(when) * 1_000_000_000 if when else None,
     )
+
+
+def entry_url(item: Any) -> str | None:
+    """The publisher's URL of an RSS/Atom entry: FeedBurner's `origLink` over its redirect `link`.
+
+    A feed syndicated through FeedBurner rewrites `<link>` to a feedproxy redirect and keeps the
+    article's own URL in `<feedburner:origLink>` (feedparser: `feedburner_origlink`); without it the
+    same article reached through the publisher's feed and through FeedBurner would get two ids.
+    """
+    for key in ("feedburner_origlink", "link"):
+        value = (item.get(key) or "").strip()
+        if value:
+            return value
+    return None
 
 
 class _JsonItem(BaseModel):

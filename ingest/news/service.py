@@ -76,6 +76,9 @@ class NewsIngestor:
         self.symbols = SymbolExtractor(settings.names, settings.cashtags)
         self._validators: dict[str, _Validators] = {}
         self._refused: dict[str, bytes] = {}  # feed URL -> digest of the last body that could not be read
+        # Keys of entries published and not yet acknowledged: two feeds carrying one story (a publisher's
+        # feed and its FeedBurner copy) are polled concurrently, and the seen store only knows acked ones.
+        self._claimed: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.settings.feeds:
@@ -150,27 +153,34 @@ class NewsIngestor:
         pending: list[tuple[list[str], asyncio.Future]] = []
         this_poll: set[str] = set()
         now = self.clock()
-        for entry, keys in sorted(zip(entries, keys_of), key=lambda p: p[0].published_ns or now):
-            if any(k in already or k in this_poll for k in keys):
-                DEDUPES.labels(SOURCE, "entry").inc()
-                continue
-            this_poll.update(keys)
-            doc = await self._document(spec, entry, now)
-            if doc is None:
-                continue
-            ack = await self.sink.publish(self.topics.news, doc.key, doc.to_bytes(), kind="news", ack=True)
-            assert ack is not None
-            pending.append((keys or [f"id:{doc.id}"], ack))
-        published = 0
-        for keys, ack in pending:
-            try:
-                await ack
-            except Exception as exc:  # noqa: BLE001 - not acknowledged: not marked, so the next poll retries it
-                log.error("news.not_acknowledged", feed=spec.label, error=repr(exc))
-                continue
-            await self.seen.mark(keys)
-            published += 1
-        return published
+        claimed: list[str] = []
+        try:
+            for entry, keys in sorted(zip(entries, keys_of), key=lambda p: p[0].published_ns or now):
+                if any(k in already or k in this_poll or k in self._claimed for k in keys):
+                    DEDUPES.labels(SOURCE, "entry").inc()
+                    continue
+                this_poll.update(keys)
+                doc = await self._document(spec, entry, now)
+                if doc is None:
+                    continue
+                keys = keys or [f"id:{doc.id}"]
+                self._claimed.update(keys)  # before the publish, which may wait on a full queue
+                claimed += keys
+                ack = await self.sink.publish(self.topics.news, doc.key, doc.to_bytes(), kind="news", ack=True)
+                assert ack is not None
+                pending.append((keys, ack))
+            published = 0
+            for keys, ack in pending:
+                try:
+                    await ack
+                except Exception as exc:  # noqa: BLE001 - not acknowledged: not marked, so the next poll retries it
+                    log.error("news.not_acknowledged", feed=spec.label, error=repr(exc))
+                    continue
+                await self.seen.mark(keys)
+                published += 1
+            return published
+        finally:
+            self._claimed.difference_update(claimed)
 
     async def _document(self, spec: FeedSpec, entry: FeedEntry, now: int) -> Document | None:
         body = entry.body

@@ -51,7 +51,7 @@ class BybitWsServer:
         self.refuse = refuse
         self.resnapshot = resnapshot.read_text().strip() if resnapshot else None
         acks = json.loads(fixture("bybit", "acks.json").read_text())
-        self.ack = acks["spot" if category == "spot" else "linear"]
+        self.ack = acks[category if category in ("spot", "option") else "linear"]
         self.refused_ack = acks["refused"]
         self.sections: list[list[str]] = [[]]
         for line in frames.read_text().splitlines():
@@ -113,6 +113,13 @@ class BybitWsServer:
             elif op == "unsubscribe":
                 state["unsubscribed"].update(msg["args"])
                 await ws.send(json.dumps({**self.ack["subscribe"], "op": "unsubscribe", "req_id": msg["req_id"]}))
+            elif op == "subscribe" and self.category == "option":
+                # Options answer by topics, without the request id: {"type": "COMMAND_RESP", "data": {...}}.
+                failed = [a for a in msg["args"] if self.refuse(a)]
+                ok = [a for a in msg["args"] if not self.refuse(a)]
+                await ws.send(json.dumps({**self.ack["subscribe"],
+                                          "data": {"failTopics": failed, "successTopics": ok}}))
+                state["acked"].update(msg["args"])
             elif op == "subscribe":
                 if any(self.refuse(a) for a in msg["args"]):
                     await ws.send(json.dumps({**self.refused_ack, "req_id": msg["req_id"]}))

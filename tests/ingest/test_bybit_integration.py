@@ -163,3 +163,53 @@ def test_spot_subscribes_in_chunks_of_ten_and_isolates_a_refused_symbol(kafka_se
     assert ticker.category == "spot" and ticker.last_price == Decimal("3791.42") and ticker.bid1_price is None
     trade = decode_market_event(read_topic(kafka_settings, topics.trade, 1)[0].value)
     assert trade.trade_id == "2290000000155443731" and trade.size == Decimal("0.01284")
+
+
+def test_option_tickers_carry_quotes_ivs_and_greeks_and_an_empty_side_is_null(kafka_settings, topics):
+    ensure_topics(kafka_settings, topics.all())
+    symbols = ["BTC-28JUN24-70000-C", "BTC-28JUN24-90000-C", "BTC-28JUN24-NOPE-C"]
+    expect = BybitSettings(option_symbols=symbols, linear_symbols=[]).ws_topics("option")
+    assert expect == [f"{kind}.{s}" for s in symbols for kind in ("orderbook.25", "tickers")]  # no klines, trades
+
+    async def scenario() -> tuple[BybitWsServer, BybitIngestor]:
+        async with BybitWsServer(fixture("bybit", "option.frames"), "option", expect,
+                                 refuse=lambda arg: "NOPE" in arg) as ws:
+            settings = BybitSettings(ws_url=ws.url, option_symbols=symbols, linear_symbols=[], backfill_bars=5,
+                                     ack_timeout_s=3, book_top_n=20)
+            sink = make_sink(kafka_settings, topics, "bybit", 100)
+            await sink.start()
+            stop = asyncio.Event()
+            async with aiohttp.ClientSession() as session:
+                ingestor = BybitIngestor(settings, sink, topics, session)
+                task = asyncio.create_task(ingestor.run(stop))
+                try:
+                    await until(lambda: sink.sent >= 4)
+                    await asyncio.sleep(3.5)  # past ack_timeout_s: the COMMAND_RESP acks must have been matched
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 10)
+                    await sink.close()
+            return ws, ingestor
+
+    ws, ingestor = asyncio.run(scenario())
+    assert ws.connections == 1  # acknowledged by topics, not timed out into a reconnect
+    assert set(ingestor.connections["option"].rejected) == {t for t in expect if "NOPE" in t}
+    records = sorted(read_topic(kafka_settings, topics.ticker, 3), key=lambda r: decode_market_event(r.value).ts_event)
+    tickers = [decode_market_event(r.value) for r in records]  # partitions by symbol: ordered by time here
+    assert len(tickers) == 3 and all(t.schema_version == 2 and t.category == "option" for t in tickers)
+    first, far, second = tickers
+    assert (first.bid1_price, first.bid1_size, first.bid1_iv) == (Decimal("2915"), Decimal("36.7"), Decimal("0.5072"))
+    assert (first.ask1_price, first.ask1_size, first.ask1_iv) == (Decimal("2980"), Decimal("0.7"), Decimal("0.5205"))
+    assert (first.mark_iv, first.underlying_price, first.delta, first.gamma, first.vega, first.theta) == (
+        Decimal("0.5139"), Decimal("67920.15"), Decimal("0.48263111"), Decimal("0.00004101"),
+        Decimal("98.51366823"), Decimal("-52.22100976"))
+    assert first.funding_rate is None  # options have none: absent, not zero
+    # Nothing bid on the far strike: no bid at all, rather than a bid of 0.
+    assert (far.bid1_price, far.bid1_size, far.bid1_iv) == (None, None, None) and far.ask1_price == Decimal("10")
+    # The next snapshot emptied the bid: null, not the previous snapshot's 2915.
+    assert (second.bid1_price, second.bid1_size, second.bid1_iv) == (None, None, None)
+    raw = json.loads(records[2].value)
+    assert raw["bid1_price"] is None and raw["ask1_price"] == "2990" and "predicted_delivery_price" not in raw
+    book = decode_market_event(read_topic(kafka_settings, topics.orderbook, 1)[0].value)
+    assert book.category == "option" and book.bids[0].price == Decimal("2915") and book.depth == 20
+    assert read_topic(kafka_settings, topics.kline, None, timeout_s=2, settle_s=0.3) == []  # no option klines

@@ -16,11 +16,14 @@ from ingest.bybit.parse import (
     kline_rows,
     next_start_ms,
     rest_kline,
+    rest_ticker,
+    ticker_event,
     ws_book,
     ws_klines,
     ws_ticker,
     ws_trades,
 )
+from ingest.contracts import ContractError, decode_market_event
 from tests.ingest.servers import fixture
 
 
@@ -115,3 +118,70 @@ def test_book_parser_never_fails_other_than_with_a_reason(msg):
         ws_book(msg)
     except (BybitParseError, KeyError, TypeError, AttributeError) as exc:
         assert not isinstance(exc, AttributeError), exc  # a crash, not a refusal
+
+
+OPTION_WS = {  # Bybit v5 docs, "Ticker", option example (wss://stream.bybit.com/v5/public/option)
+    "id": "tickers.BTC-6JAN23-17500-C-2480334983-1672917511074", "topic": "tickers.BTC-6JAN23-17500-C",
+    "ts": 1672917511074, "type": "snapshot",
+    "data": {"symbol": "BTC-6JAN23-17500-C", "bidPrice": "0", "bidSize": "0", "bidIv": "0", "askPrice": "10",
+             "askSize": "5.1", "askIv": "0.514", "lastPrice": "10", "highPrice24h": "25", "lowPrice24h": "5",
+             "markPrice": "7.86976724", "indexPrice": "16823.73", "markPriceIv": "0.4896",
+             "underlyingPrice": "16815.1", "openInterest": "49.85", "turnover24h": "446802.8473",
+             "volume24h": "26.55", "totalVolume": "86", "totalTurnover": "1437431", "delta": "0.047831",
+             "gamma": "0.00021453", "vega": "0.81351067", "theta": "-19.9115368", "predictedDeliveryPrice": "0",
+             "change24h": "-0.33333334"}}
+OPTION_REST = {  # GET /v5/market/tickers?category=option: the same quotes under their REST names
+    "symbol": "BTC-30DEC22-18000-C", "bid1Price": "0", "bid1Size": "0", "bid1Iv": "0", "ask1Price": "435",
+    "ask1Size": "0.66", "ask1Iv": "5", "lastPrice": "435", "highPrice24h": "435", "lowPrice24h": "165",
+    "markPrice": "0.00000009", "indexPrice": "16600.55", "markIv": "0.7567", "underlyingPrice": "16590.42",
+    "openInterest": "6.3", "turnover24h": "2482.73", "volume24h": "0.15", "totalVolume": "99",
+    "totalTurnover": "1967653", "delta": "0.00000001", "gamma": "0.00000001", "vega": "0.00000004",
+    "theta": "-0.00000152", "predictedDeliveryPrice": "0", "change24h": "86"}
+
+
+def test_option_ticker_from_the_stream_maps_quotes_ivs_and_greeks_and_an_empty_bid_is_absent():
+    symbol, snapshot, fields, ts = ws_ticker(OPTION_WS, "option")
+    event = ticker_event(symbol, fields, category="option", ts_ms=ts, ts_ingest=1)
+    assert (event.symbol, snapshot, event.schema_version) == ("BTC-6JAN23-17500-C", True, 2)
+    assert (event.bid1_price, event.bid1_size, event.bid1_iv) == (None, None, None)  # "0"/"0"/"0": no bid
+    assert (event.ask1_price, event.ask1_size, event.ask1_iv) == (Decimal("10"), Decimal("5.1"), Decimal("0.514"))
+    assert (event.mark_iv, event.underlying_price, event.theta) == (
+        Decimal("0.4896"), Decimal("16815.1"), Decimal("-19.9115368"))
+    assert event.funding_rate is None and event.mark_price == Decimal("7.86976724")
+    wire = json.loads(event.to_bytes())
+    assert wire["bid1_price"] is None and wire["funding_rate"] is None and wire["delta"] == "0.047831"
+
+
+def test_option_ticker_from_rest_maps_the_same_fields():
+    event = rest_ticker(OPTION_REST, category="option", ts_ms=1672376496682, ts_ingest=1)
+    assert (event.bid1_price, event.ask1_price, event.ask1_iv, event.mark_iv) == (
+        None, Decimal("435"), Decimal("5"), Decimal("0.7567"))
+    assert event.underlying_price == Decimal("16590.42") and event.gamma == Decimal("0.00000001")
+
+
+def test_linear_ticker_fields_are_read_from_their_own_names_only():
+    _, _, fields, _ = ws_ticker(OPTION_WS | {"topic": "tickers.BTCUSDT", "data": {"symbol": "BTCUSDT",
+                                                                                  "bidPrice": "1"}})
+    assert fields == {}  # bidPrice is an option name; linear sends bid1Price
+
+
+def test_ticker_schema_versions_old_recordings_decode_and_v1_cannot_carry_option_fields():
+    v1 = {"schema_version": 1, "exchange": "bybit", "category": "linear", "symbol": "BTCUSDT", "ts_event": 1,
+          "ts_ingest": 2, "type": "ticker", "last_price": "67000.5"}
+    old = decode_market_event(json.dumps(v1))
+    assert old.schema_version == 1 and old.mark_iv is None and old.last_price == Decimal("67000.5")
+    with pytest.raises(ContractError, match="mark_iv"):
+        decode_market_event(json.dumps(v1 | {"mark_iv": "0.5"}))
+    with pytest.raises(ContractError, match="schema_version"):
+        decode_market_event(json.dumps(v1 | {"schema_version": 3}))
+
+
+def test_option_settings_subscribe_tickers_and_books_at_an_option_depth():
+    from ingest.bybit.settings import BybitSettings
+
+    settings = BybitSettings(option_symbols=["BTC-28JUN24-70000-C"], linear_symbols=[], option_book_depth=100)
+    assert settings.categories() == ["option"]
+    assert settings.ws_topics("option") == ["orderbook.100.BTC-28JUN24-70000-C", "tickers.BTC-28JUN24-70000-C"]
+    assert settings.ws_endpoint("option") == "wss://stream.bybit.com/v5/public/option"
+    with pytest.raises(ValueError, match="option_book_depth 50"):
+        BybitSettings(option_symbols=["BTC-28JUN24-70000-C"], option_book_depth=50)

@@ -45,3 +45,12 @@ def test_ticker_delta_merges_into_snapshot_and_waits_for_one():
     assert state.apply("X", False, {"last_price": Decimal(3)}) == {"last_price": Decimal(3), "mark_price": Decimal(2)}
     state.drop()
     assert state.apply("X", False, {"last_price": Decimal(4)}) is None
+
+
+def test_a_snapshot_forgets_fields_it_does_not_carry_and_a_delta_can_clear_one():
+    state = TickerState()
+    state.apply("X", True, {"last_price": Decimal(1), "bid1_price": Decimal(2), "bid1_size": Decimal(3)})
+    assert state.apply("X", True, {"last_price": Decimal(5)}) == {"last_price": Decimal(5)}  # not the old bid
+    state.apply("X", True, {"last_price": Decimal(1), "bid1_price": Decimal(2), "bid1_size": Decimal(3)})
+    merged = state.apply("X", False, {"bid1_price": None, "bid1_size": None})
+    assert merged == {"last_price": Decimal(1), "bid1_price": None, "bid1_size": None}

@@ -35,7 +35,7 @@ def pages() -> dict[str, Page]:
 
 
 async def run_news(kafka_settings, topics, redis_url: str, served: dict[str, Page], *, until_published: int,
-                   until_letters: int = 0) -> None:
+                   until_letters: int = 0, seen_prefix: str = "finsignal:ingest:seen:news") -> None:
     async with http_server({p: page.handle for p, page in served.items()}) as base:
         feeds = [FeedSpec(url=f"{base}{p}", name=p.strip("/").split(".")[0]) for p in served]
         settings = NewsSettings(feeds=feeds, poll_interval_s=0.3, backoff_base_s=0.1, backoff_cap_s=0.3)
@@ -43,7 +43,7 @@ async def run_news(kafka_settings, topics, redis_url: str, served: dict[str, Pag
         await sink.start()
         from redis.asyncio import Redis
 
-        seen = RedisSeen(Redis.from_url(redis_url), "finsignal:ingest:seen:news", 3600)
+        seen = RedisSeen(Redis.from_url(redis_url), seen_prefix, 3600)
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
             ingestor = NewsIngestor(settings, sink, topics, session, seen)
@@ -98,3 +98,24 @@ def test_feeds_are_published_once_with_symbols_and_bad_feeds_are_isolated(kafka_
     asyncio.run(run_news(kafka_settings, topics, redis_server.url, again, until_published=0, until_letters=1))
     assert len(read_topic(kafka_settings, topics.news, 12)) == 12
     assert redis_client.keys("finsignal:ingest:seen:news:*")
+
+
+def test_a_feedburner_copy_of_a_feed_publishes_only_what_the_publishers_feed_did_not(kafka_settings, topics,
+                                                                                    redis_server):
+    ensure_topics(kafka_settings, topics.all())
+    f = lambda name: fixture("news", name).read_bytes()  # noqa: E731
+    served = {
+        "/markets.rss": Page(f("markets.rss"), "application/rss+xml; charset=utf-8"),
+        "/feeds/MarketsWire": Page(f("feedburner.rss"), "text/xml; charset=UTF-8"),
+        "/press.atom": Page(f("press.atom"), "application/atom+xml"),
+        "/feeds/CentralBankPress": Page(f("feedburner.atom"), "text/xml; charset=UTF-8"),
+    }
+    # markets 3 (its 4th item repeats the 1st), FeedBurner's copy only OPEC (NVDA, bitcoin already in), press 2,
+    # FeedBurner's press copy nothing: 6, whichever feed is polled first.
+    asyncio.run(run_news(kafka_settings, topics, redis_server.url, served, until_published=6,
+                         seen_prefix=f"test:feedburner:{topics.news}"))
+
+    docs = [decode_document(r.value) for r in read_topic(kafka_settings, topics.news, None, timeout_s=5, settle_s=1.0)]
+    assert len(docs) == 6 and len({d.id for d in docs}) == 6
+    assert not any("feedproxy.google.com" in (d.url or "") for d in docs)
+    assert sorted(d.title for d in docs).count("Oil slips as OPEC+ weighs output extension") == 1

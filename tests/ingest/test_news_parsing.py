@@ -95,3 +95,32 @@ def test_arbitrary_bytes_give_entries_or_a_feed_error(body):
     except FeedError:
         return
     assert all(e.title or e.body for e in parsed.entries)
+
+
+@pytest.mark.parametrize("name, content_type", [("feedburner.rss", "text/xml; charset=UTF-8"),
+                                                 ("feedburner.atom", "application/atom+xml")])
+def test_feedburner_items_take_the_publishers_origlink_not_the_redirect(name, content_type):
+    entries = parse_feed(fixture("news", name).read_bytes(), content_type).entries
+    assert entries and all(not e.url.startswith("http://feedproxy.google.com/") for e in entries)
+    assert entries[0].url.startswith(("https://markets.example.com/2024/05/29/nvda-upgrade?utm_source=feedburner",
+                                      "https://press.example.org/releases/2024-05-29-rates"))
+
+
+def test_a_story_reached_directly_and_through_feedburner_gets_one_id_and_shares_a_dedupe_key():
+    pairs = [("markets.rss", "feedburner.rss", "application/rss+xml"),
+             ("press.atom", "feedburner.atom", "application/atom+xml")]
+    for direct_name, syndicated_name, content_type in pairs:
+        direct = parse_feed(fixture("news", direct_name).read_bytes(), content_type).entries[0]
+        syndicated = parse_feed(fixture("news", syndicated_name).read_bytes(), content_type).entries[0]
+        assert direct.guid != syndicated.guid  # FeedBurner rewrote the GUID too: only the URL can match them
+        assert set(dedupe_keys(direct)) & set(dedupe_keys(syndicated))
+        ids = {Document.create(kind="news", source=f"feed:{n}", title=e.title, url=e.url, ts_event=0,
+                               ts_ingest=0).id for n, e in (("a", direct), ("b", syndicated))}
+        assert len(ids) == 1
+
+
+def test_an_item_without_origlink_keeps_its_link():
+    rss = (b'<rss version="2.0" xmlns:feedburner="http://rssnamespace.org/feedburner/ext/1.0"><channel><title>t'
+           b'</title><item><title>A</title><link>https://a.example/x</link><feedburner:origLink> </feedburner:origLink>'
+           b'</item></channel></rss>')
+    assert parse_feed(rss, "application/rss+xml").entries[0].url == "https://a.example/x"
