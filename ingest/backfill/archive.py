@@ -34,6 +34,7 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "symbols": ("symbols", "tickers", "symbol", "ticker"),
 }
 _EPOCH_UNITS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_AUTO_FROM, _AUTO_TO = 365 * 86_400 * 10**9, 7_258_118_400 * 10**9  # 1971-01-01, 2200-01-01
 
 
 class ArchiveError(ValueError):
@@ -103,8 +104,11 @@ def localize(naive: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 
 def _epoch_ns(number: Decimal, unit: str) -> int:
     if unit == "auto":
-        digits = len(str(abs(int(number))))
-        unit = "s" if digits <= 11 else "ms" if digits <= 14 else "us" if digits <= 17 else "ns"
+        # The ranges 1971..2200 in s, ms, us and ns do not overlap, so the magnitude names the unit.
+        unit = next((u for u, scale in _EPOCH_UNITS.items() if _AUTO_FROM <= number * scale < _AUTO_TO), "")
+        if not unit:
+            raise TimestampError(f"epoch time {number} is not between 1971 and 2200 in s, ms, us or ns; "
+                                 "give --news-epoch-unit")
     ns = number * _EPOCH_UNITS[unit]
     if ns != ns.to_integral_value():
         ns = ns.to_integral_value(rounding="ROUND_CEILING")  # a fraction of a nanosecond: round later, not earlier

@@ -1,9 +1,9 @@
 """`--news FILE`: a user's archive as `news` documents, with the live ingestor's ids and dedupe rules.
 
 A document's id is `Document.create`'s, as live (the canonical URL, else a hash of source and text),
-and two rows are one story when they share the archive's id (a feed GUID), the canonical URL or that
-content id, which is what the news ingestor checks before publishing. The earliest copy is kept: the
-market knew the story from then. Duplicates are removed over the whole archive, then the window is
+and a row is a copy of an earlier one when they share the archive's id (a feed GUID), the canonical URL
+or that content id, which is what the news ingestor checks before publishing. The earliest copy is
+kept: the market knew the story from then. Duplicates are removed over the whole archive, then the window is
 applied, so a story first published before the window does not enter it as new.
 """
 
@@ -64,10 +64,11 @@ def build_documents(rows: list[ArchiveRow], source: str, news: NewsSettings) -> 
             invalid.append((row.line, f"document invalid: {exc}"))
             continue
         keys = story_keys(row, doc) + [f"id:{doc.id}"]
-        if any(k in seen for k in keys):
+        known = any(k in seen for k in keys)
+        seen.update(keys)  # a copy's other keys name the same story too (a GUID seen with a new URL)
+        if known:
             duplicates += 1
             continue
-        seen.update(keys)
         docs.append(doc)
     return docs, duplicates, invalid
 

@@ -138,3 +138,31 @@ def _one_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in sorted(rows, key=lambda r: (r["ts"], r.get("value") or "")):
         best.setdefault(row.get("key") or row.get("value"), row)
     return list(best.values())
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """What the terminal shows after a backfill: records per topic, and per source what is covered or missing."""
+    info = manifest["backfill"]
+    out = [f"window {info['window']['from']} .. {info['window']['to']}: "
+           + (", ".join(f"{topic} {n}" for topic, n in manifest["topics"].items()) or "no records")]
+    bybit = info["sources"]["bybit"]
+    if bybit["status"].startswith("skipped"):
+        out.append(f"bybit: {bybit['status']}")
+    for s in bybit["series"] if not bybit["status"].startswith("skipped") else []:
+        gaps = sum(m["candles"] for m in s["missing"])
+        out.append(f"bybit {s['category']} {s['symbol']} {s['interval']}: {s['candles']}/{s['expected']} candles"
+                   + (f", closes {s['first_close']} .. {s['last_close']}" if s["candles"] else "")
+                   + (f"; missing {gaps} ({'; '.join(sorted({m['reason'] for m in s['missing']}))})" if gaps else ""))
+    filings = info["sources"]["filings"]
+    if filings["status"].startswith("skipped"):
+        out.append(f"filings: {filings['status']}")
+    else:
+        out.append(f"filings ({filings['mode']}): {filings['filings']} in the window"
+                   + (f", accepted {filings['first']} .. {filings['last']}" if filings["filings"] else "")
+                   + (f"; {len(filings['missing'])} missing" if filings["missing"] else "")
+                   + (f"; listing failed: {len(filings['listing_failed'])}" if filings["listing_failed"] else ""))
+    for archive in info["sources"]["news"]["archives"]:
+        out.append(f"news {archive['file']}: {archive['imported']} imported, {archive['duplicates']} duplicates, "
+                   f"{archive['outside_window']} outside the window, {archive['rejected']} rejected"
+                   + (f" (see {archive['rejected_file']})" if archive["rejected"] else ""))
+    return out
