@@ -160,10 +160,9 @@ def parse_full_index(body: bytes) -> list[FilingRef]:
     return out
 
 
-def quarters(start_ns: int, end_ns: int) -> list[tuple[int, int]]:
-    """(year, quarter) of every calendar quarter that [start, end) touches."""
-    first = dt.datetime.fromtimestamp(start_ns / 1e9, tz=dt.timezone.utc)
-    last = dt.datetime.fromtimestamp((end_ns - 1) / 1e9, tz=dt.timezone.utc)
+def quarters(first_day: str, last_day: str) -> list[tuple[int, int]]:
+    """(year, quarter) of every calendar quarter with a day in [first_day, last_day] (YYYY-MM-DD)."""
+    first, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
     out = []
     y, q = first.year, (first.month - 1) // 3 + 1
     while (y, q) <= (last.year, (last.month - 1) // 3 + 1):

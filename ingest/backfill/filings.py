@@ -214,7 +214,7 @@ class FilingBackfill:
     async def _from_full_index(self) -> list[FilingRef]:
         refs: list[FilingRef] = []
         base = self.filings.base_url.rstrip("/")
-        for year, q in quarters(self.window.start, self.window.end):
+        for year, q in quarters(self.first_day, self.last_day):
             final = (year, q) < _quarter_of(self.clock_ns())  # a past quarter's index no longer changes
             try:
                 body = await self._cached(f"full-index/{year}-QTR{q}-form.idx",
