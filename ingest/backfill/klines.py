@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,27 +162,28 @@ class KlineBackfill:
 
     # -- assembly ---------------------------------------------------------------------------------------------
 
-    def collect(self, now_ns: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(recording lines, manifest entry per series) from the parts on disk."""
-        rows: list[dict[str, Any]] = []
+    def collect(self, now_ns: int) -> tuple[list[Iterator[dict[str, Any]]], list[dict[str, Any]]]:
+        """(one time-ordered stream of recording lines per series, manifest entry per series) from the parts.
+
+        Streams read the parts as they are written out, one file at a time: a year of 1-minute candles
+        is never held in memory, only the set of candle starts present (for the coverage report).
+        """
+        streams: list[Iterator[dict[str, Any]]] = []
         report: list[dict[str, Any]] = []
         for series in all_series(self.settings):
             chunks = chunks_of(series, self.window, self.chunk_size)
-            got: dict[int, dict[str, Any]] = {}
-            fetched: set[int] = set()
-            for chunk in chunks:
-                for partial in (False, True):
-                    path = chunk.path(self.store, partial)
-                    if path.is_file():
-                        fetched.add(chunk.first_ms)
-                        for line in read_part(path):
-                            got.setdefault(json.loads(line["value"])["start"] // MS, line)
-                        break
-            rows.extend(got.values())
+            paths = [p for p in (self._part_of(c) for c in chunks) if p is not None]
+            fetched = {c.first_ms for c in chunks if self._part_of(c) is not None}
+            got = {json.loads(line["value"])["start"] // MS for path in paths for line in read_part(path)}
+            streams.append(_concat(paths))
             report.append(self._coverage(series, chunks, got, fetched, now_ns))
-        return rows, report
+        return streams, report
 
-    def _coverage(self, series: Series, chunks: list[Chunk], got: dict[int, Any], fetched: set[int],
+    def _part_of(self, chunk: Chunk) -> Path | None:
+        """The complete part of a chunk, else its partial one, else None."""
+        return next((p for p in (chunk.path(self.store), chunk.path(self.store, True)) if p.is_file()), None)
+
+    def _coverage(self, series: Series, chunks: list[Chunk], got: set[int], fetched: set[int],
                   now_ns: int) -> dict[str, Any]:
         starts = candle_starts(series.interval, self.window.start_ms, self.window.end_ms)
         chunk_of = {}
@@ -228,3 +229,8 @@ class KlineBackfill:
             "last_close": iso(next_start_ms(have[-1], series.interval) * MS) if have else None,
             "missing": missing,
         }
+
+
+def _concat(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        yield from read_part(path)

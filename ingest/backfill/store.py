@@ -9,6 +9,7 @@ recording is the same bytes whatever order the units were fetched in.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import tempfile
@@ -78,17 +79,39 @@ class Store:
             return
         write_atomic(path, (json.dumps(window) + "\n").encode())
 
-    def assemble(self, topics: dict[str, list[dict[str, Any]]], manifest: dict[str, Any]) -> dict[str, int]:
-        """Write each topic's lines, sorted by (ts, key, value), and the manifest; returns counts per topic."""
+    def assemble(self, topics: dict[str, list[Iterable[dict[str, Any]]]], manifest: dict[str, Any]) -> dict[str, int]:
+        """Write each topic's lines and the manifest; returns counts per topic.
+
+        A topic is given as streams each already in (ts, key, value) order; they are merged as they are
+        written, so a recording far larger than memory is assembled in one pass.
+        """
         counts: dict[str, int] = {}
-        for topic, rows in sorted(topics.items()):
+        for topic, streams in sorted(topics.items()):
             path = self.out / f"{topic}.jsonl"
-            if not rows:
-                path.unlink(missing_ok=True)
-                continue
-            rows = sorted(rows, key=lambda r: (r["ts"], r.get("key") or "", r.get("value") or ""))
-            write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
-            counts[topic] = len(rows)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.out)
+            n = 0
+            try:
+                os.fchmod(fd, 0o666 & ~_UMASK)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    for row in heapq.merge(*streams, key=order):
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        n += 1
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if n:
+                    os.replace(tmp, path)
+                    counts[topic] = n
+                else:
+                    Path(tmp).unlink()
+                    path.unlink(missing_ok=True)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         body = {"format": FORMAT, "topics": counts, **manifest}
         write_atomic(self.out / MANIFEST, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
         return counts
+
+
+def order(row: dict[str, Any]) -> tuple[int, str, str]:
+    """The order of lines in a topic file: time, then key and value, so ties are broken the same way every run."""
+    return (row["ts"], row.get("key") or "", row.get("value") or "")
