@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from ingest.backfill.store import Store, lines, read_part, write_atomic
+from ingest.backfill.store import Store, lines, read_sorted, write_atomic
 from ingest.backfill.window import Window, iso
 from ingest.bybit.parse import MS, next_start_ms
 from ingest.bybit.rest import BackfillFailed, BybitRest
@@ -47,6 +47,17 @@ def first_start_ms(interval: str, at_ms: int) -> int:
     step = _FIXED_MS[interval]
     origin = _WEEK_ORIGIN_MS if interval == "W" else 0
     return origin + -(-(at_ms - origin) // step) * step
+
+
+def start_of_close(interval: str, close_ms: int) -> int:
+    """Start of the candle that closes at `close_ms`."""
+    if interval in _FIXED_MS:
+        return close_ms - _FIXED_MS[interval]
+    import datetime as dt
+
+    close = dt.datetime.fromtimestamp(close_ms / 1000, tz=dt.timezone.utc)
+    year, month = (close.year - 1, 12) if close.month == 1 else (close.year, close.month - 1)
+    return int(dt.datetime(year, month, 1, tzinfo=dt.timezone.utc).timestamp()) * 1000
 
 
 def candle_starts(interval: str, start_ms: int, end_ms: int) -> list[int]:
@@ -162,7 +173,7 @@ class KlineBackfill:
 
     # -- assembly ---------------------------------------------------------------------------------------------
 
-    def collect(self, now_ns: int) -> tuple[list[Iterator[dict[str, Any]]], list[dict[str, Any]]]:
+    def collect(self, now_ns: int) -> tuple[list[Iterator[tuple[tuple[int, str], str]]], list[dict[str, Any]]]:
         """(one time-ordered stream of recording lines per series, manifest entry per series) from the parts.
 
         Streams read the parts as they are written out, one file at a time: a year of 1-minute candles
@@ -174,7 +185,7 @@ class KlineBackfill:
             chunks = chunks_of(series, self.window, self.chunk_size)
             paths = [p for p in (self._part_of(c) for c in chunks) if p is not None]
             fetched = {c.first_ms for c in chunks if self._part_of(c) is not None}
-            got = {json.loads(line["value"])["start"] // MS for path in paths for line in read_part(path)}
+            got = {start_of_close(series.interval, key[0] // MS) for path in paths for key, _ in read_sorted(path)}
             streams.append(_concat(paths))
             report.append(self._coverage(series, chunks, got, fetched, now_ns))
         return streams, report
@@ -231,6 +242,6 @@ class KlineBackfill:
         }
 
 
-def _concat(paths: list[Path]) -> Iterator[dict[str, Any]]:
+def _concat(paths: list[Path]) -> Iterator[tuple[tuple[int, str], str]]:
     for path in paths:
-        yield from read_part(path)
+        yield from read_sorted(path)

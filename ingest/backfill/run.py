@@ -25,7 +25,7 @@ from ingest.backfill.filings import FilingBackfill
 from ingest.backfill.klines import KlineBackfill
 from ingest.backfill.news import NewsImport, import_archive
 from ingest.backfill.settings import BackfillSettings
-from ingest.backfill.store import Store, order, read_part
+from ingest.backfill.store import Store, read_part, sortable
 from ingest.backfill.window import Window
 from ingest.bybit.settings import BybitSettings
 from ingest.filings.settings import FilingsConfigError, FilingsSettings
@@ -127,8 +127,8 @@ def assemble(store: Store, window: Window, config: BackfillConfig, klines: Kline
                    for s in sources.values())
     manifest = {"created_ns": now_ns, "backfill": {"window": window.as_json(), "complete": complete,
                                                    "ts_ingest": TS_INGEST_NOTE, "sources": sources}}
-    counts = store.assemble({config.topics.kline: kline_rows, config.topics.filings: [sorted(filing_rows, key=order)],
-                             config.topics.news: [sorted(news_rows, key=order)]}, manifest)
+    counts = store.assemble({config.topics.kline: kline_rows, config.topics.filings: [sortable(filing_rows)],
+                             config.topics.news: [sortable(news_rows)]}, manifest)
     log.info("backfill.assembled", out=str(store.out), topics=counts, complete=complete)
     return {"format": 1, "topics": counts, **manifest}
 

@@ -49,6 +49,20 @@ def lines(records: Iterable[tuple[int, bytes | None, bytes]]) -> bytes:
     return "".join(record_line(ts, key, value) + "\n" for ts, key, value in records).encode()
 
 
+def read_sorted(path: Path) -> Iterator[tuple[tuple[int, str], str]]:
+    """A part's lines as ((ts, key), line): what `assemble` merges, without decoding the values."""
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                yield (row["ts"], row.get("key") or ""), line.rstrip("\n")
+
+
+def sortable(rows: Iterable[dict[str, Any]]) -> list[tuple[tuple[int, str], str]]:
+    """Decoded lines in assembly order."""
+    return sorted(((r["ts"], r.get("key") or ""), json.dumps(r, ensure_ascii=False)) for r in rows)
+
+
 def read_part(path: Path) -> Iterator[dict[str, Any]]:
     """The recording lines of one part."""
     with path.open(encoding="utf-8") as fh:
@@ -79,11 +93,12 @@ class Store:
             return
         write_atomic(path, (json.dumps(window) + "\n").encode())
 
-    def assemble(self, topics: dict[str, list[Iterable[dict[str, Any]]]], manifest: dict[str, Any]) -> dict[str, int]:
+    def assemble(self, topics: dict[str, list[Iterable[tuple[tuple[int, str], str]]]],
+                 manifest: dict[str, Any]) -> dict[str, int]:
         """Write each topic's lines and the manifest; returns counts per topic.
 
-        A topic is given as streams each already in (ts, key, value) order; they are merged as they are
-        written, so a recording far larger than memory is assembled in one pass.
+        A topic is given as streams of ((ts, key), line), each in that order (ties by the line itself);
+        they are merged as they are written, so a recording far larger than memory takes one pass.
         """
         counts: dict[str, int] = {}
         for topic, streams in sorted(topics.items()):
@@ -93,8 +108,8 @@ class Store:
             try:
                 os.fchmod(fd, 0o666 & ~_UMASK)
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    for row in heapq.merge(*streams, key=order):
-                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    for _, line in heapq.merge(*streams):
+                        fh.write(line + "\n")
                         n += 1
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -111,7 +126,3 @@ class Store:
         write_atomic(self.out / MANIFEST, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
         return counts
 
-
-def order(row: dict[str, Any]) -> tuple[int, str, str]:
-    """The order of lines in a topic file: time, then key and value, so ties are broken the same way every run."""
-    return (row["ts"], row.get("key") or "", row.get("value") or "")

@@ -8,6 +8,7 @@ asked twice.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Recorder:
     fail_at: dict[int, int] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     on_success: Callable[[int], None] = lambda n: None  # called with the count of successful answers
+    delay_s: float = 0.0  # before each answer: a slow host, so a test can interrupt mid-way
 
     def failure(self, request: web.Request) -> web.Response | None:
         n = len(self.requests) + 1
@@ -82,19 +84,30 @@ class BybitHistory(Recorder):
 
     def __init__(self, rows: dict[str, list[list[str]]], server_ms: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.rows = rows
+        self.rows = {symbol: sorted(r, key=lambda row: int(row[0])) for symbol, r in rows.items()}
         self.server_ms = server_ms
+        self._index: dict[str, tuple[int, list[int]]] = {}
+
+    def _starts(self, symbol: str) -> list[int]:
+        """Row starts, oldest first (rebuilt when a test edits the rows)."""
+        rows = self.rows.get(symbol, [])
+        held = self._index.get(symbol)
+        if held is None or held[0] != id(rows) or len(held[1]) != len(rows):
+            held = self._index[symbol] = (id(rows), [int(r[0]) for r in rows])
+        return held[1]
 
     async def handle(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(0)
+        await asyncio.sleep(self.delay_s)
         if (failed := self.failure(request)) is not None:
             return failed
         q = request.query
         self.served(request)
         limit = min(int(q.get("limit", 200)), 1000)
         start, end = int(q.get("start", 0)), int(q.get("end", 2**62))
-        rows = [r for r in self.rows.get(q["symbol"], []) if start <= int(r[0]) <= end and int(r[0]) <= self.server_ms]
-        rows = sorted(rows, key=lambda r: -int(r[0]))[:limit]
+        rows = self.rows.get(q["symbol"], [])
+        starts = self._starts(q["symbol"])
+        lo, hi = bisect.bisect_left(starts, start), bisect.bisect_right(starts, min(end, self.server_ms))
+        rows = [rows[i] for i in range(hi - 1, max(lo, hi - limit) - 1, -1)]  # newest first
         return web.json_response({"retCode": 0, "retMsg": "OK",
                                   "result": {"category": q["category"], "symbol": q["symbol"], "list": rows},
                                   "retExtInfo": {}, "time": self.server_ms})
@@ -108,6 +121,7 @@ class EdgarArchive(Recorder):
         self.root = root
 
     async def handle(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.delay_s)
         if (failed := self.failure(request)) is not None:
             return failed
         if not request.headers.get("User-Agent", "").strip():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from consumers.backtest import load_recording, run_backtest
 from finsignal.cli import app
+from tests.conftest import eventually
 from tests.backfill.helpers import USER_AGENT, bybit_server
 from tests.backfill.servers import EdgarArchive
 from tests.backfill.test_archive import FIXTURE
@@ -108,6 +110,33 @@ def test_a_backtest_over_the_backfilled_recording_is_byte_identical_across_runs(
     assert len(signals) >= 11 and {"BTCUSDT", "AAPL", "MSFT"} <= {s["symbol"] for s in signals}
     report = json.loads((first / "report.json").read_text())
     assert report["replay"]["signals"] == len(signals) and report["performance"]["trades"] > 0  # BTC news traded
+
+
+def test_ctrl_c_stops_the_command_and_running_it_again_asks_only_for_the_rest(tmp_path):
+    from tests.backfill.test_resume import unit
+
+    out = tmp_path / "rec"
+    args = ["backfill", "--from", "2024-05-01", "--to", "2024-06-30", "--out", str(out), "--no-progress"]
+    with Servers() as servers:
+        servers.bybit.fail_at, servers.edgar.fail_at = {}, {}
+        servers.bybit.delay_s = servers.edgar.delay_s = 0.3
+        proc = subprocess.Popen([sys.executable, "-m", "finsignal.cli", *args], env=servers.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        eventually(lambda: len(servers.bybit.ok()) + len(servers.edgar.ok()) >= 5, timeout_s=120)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-2000:]
+        assert "interrupted" in err and "run the same command again" in err
+        stored = {p for p in (out / ".backfill").rglob("*") if p.is_file()}
+        assert json.loads((out / "manifest.json").read_text())["backfill"]["complete"] is False
+        asked = len(servers.bybit.requests), len(servers.edgar.requests)
+
+        servers.bybit.delay_s = servers.edgar.delay_s = 0.0
+        again = finsignal(*args, env=servers.env())
+        assert again.returncode == 0, again.stderr[-2000:]
+        later = [r for r in servers.bybit.requests[asked[0]:] + servers.edgar.requests[asked[1]:] if r.status == 200]
+    assert later and not [r.path for r in later if unit(out, r) in stored]
+    assert json.loads((out / "manifest.json").read_text())["topics"] == {"filings": 5, "market.bybit.kline": 2688}
 
 
 @pytest.fixture

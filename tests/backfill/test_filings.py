@@ -170,3 +170,19 @@ def _copy_tree(dest: Path) -> Path:
 
     shutil.copytree(EDGAR_ROOT, dest)
     return dest.resolve()
+
+
+def test_a_filing_listed_under_co_registrants_goes_to_the_filer_with_a_ticker(tmp_path):
+    from ingest.backfill.edgar_index import FilingRef
+    from ingest.backfill.filings import FilingBackfill
+    from ingest.backfill.settings import BackfillSettings
+    from ingest.backfill.store import Store
+    from ingest.filings.settings import FilingsSettings
+
+    fb = FilingBackfill(BackfillSettings(), FilingsSettings(), Store(tmp_path), WINDOW, clock_ns=lambda: 0)
+    fb.tickers = {"0001326160": "DUK"}
+    sub = FilingRef("0001326160-24-000055", "0000030371", "DUKE ENERGY CAROLINAS, LLC", "8-K", "2024-05-29")
+    parent = FilingRef("0001326160-24-000055", "0001326160", "DUKE ENERGY CORP", "8-K", "2024-05-29")
+    other = FilingRef("0000030371-24-000010", "0000030371", "DUKE ENERGY CAROLINAS, LLC", "10-Q", "2024-05-07")
+    kept = fb._one_per_accession([sub, other, parent])
+    assert kept == [other, parent]  # the parent with a ticker, though the subsidiary was listed first
