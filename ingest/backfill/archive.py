@@ -51,7 +51,8 @@ class ArchiveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["auto", "jsonl", "csv"] = "auto"
-    time: str | None = Field(None, description="timestamp column; default the first of " + ", ".join(CANDIDATES["time"]))
+    time: str | None = Field(None, description="timestamp column; default the first of "
+                             + ", ".join(CANDIDATES["time"]))
     title: str | None = Field(None, description="headline column")
     body: str | None = Field(None, description="body column")
     url: str | None = Field(None, description="URL column")
@@ -203,8 +204,9 @@ def _records(data: bytes, fmt: str, options: ArchiveOptions) -> tuple[list[str],
         for record in reader:
             start, line = line + 1, reader.line_num
             if None in record:  # more fields than the header names
-                out.append((start, f"{len(record[None]) + len(reader.fieldnames or [])} fields, header has "  # type: ignore[arg-type]
-                            f"{len(reader.fieldnames or [])}", json.dumps(record, default=str)))
+                named = len(reader.fieldnames or [])
+                extra = len(record[None])  # type: ignore[index]
+                out.append((start, f"{named + extra} fields, header has {named}", json.dumps(record, default=str)))
                 continue
             out.append((start, record, json.dumps(record, ensure_ascii=False)))
     except csv.Error as exc:

@@ -99,7 +99,8 @@ class Chunk:
 
 
 def all_series(settings: BybitSettings) -> list[Series]:
-    return [Series(c, s, i) for c in settings.categories() for s in settings.symbols(c) for i in settings.kline_intervals]
+    return [Series(c, s, i) for c in settings.categories() for s in settings.symbols(c)
+            for i in settings.kline_intervals]
 
 
 def chunks_of(series: Series, window: Window, size: int) -> list[Chunk]:

@@ -55,7 +55,8 @@ class Servers:
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "FINSIGNAL_LOG_LEVEL": "WARNING",
-                "FINSIGNAL_BYBIT_REST_URL": self.urls["bybit"], "FINSIGNAL_BYBIT_LINEAR_SYMBOLS": '["BTCUSDT","ETHUSDT"]',
+                "FINSIGNAL_BYBIT_REST_URL": self.urls["bybit"],
+                "FINSIGNAL_BYBIT_LINEAR_SYMBOLS": '["BTCUSDT","ETHUSDT"]',
                 "FINSIGNAL_BYBIT_KLINE_INTERVALS": '["60"]', "FINSIGNAL_BYBIT_RATE_LIMIT_BACKOFF_S": "0.05",
                 "FINSIGNAL_FILINGS_USER_AGENT": USER_AGENT, "FINSIGNAL_FILINGS_BASE_URL": self.urls["edgar"],
                 "FINSIGNAL_FILINGS_TICKERS_URL": f"{self.urls['edgar']}/files/company_tickers.json",

@@ -8,8 +8,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import pytest
-
 from ingest.backfill.edgar_index import (
     accepted_from_index,
     accepted_from_submissions,

@@ -13,7 +13,7 @@ from ingest.backfill.klines import candle_starts, first_start_ms
 from ingest.backfill.window import Window, parse_bound
 from ingest.contracts import decode_market_event
 from tests.backfill.helpers import NOW, WINDOW, bybit_server, config_for, run
-from tests.backfill.servers import HOUR_MS, EdgarArchive
+from tests.backfill.servers import HOUR_MS
 from tests.ingest.servers import http_server
 
 MS_DAY = 86_400_000
@@ -111,7 +111,8 @@ def test_rows_that_fail_the_contract_are_kept_aside_with_the_reason(tmp_path):
     row[2] = str(Decimal(row[3]) - 1)  # high below low
     manifest = backfill(tmp_path, server)
     assert manifest["backfill"]["sources"]["bybit"]["invalid_rows"] == 1
-    invalid = [json.loads(line) for line in (tmp_path / ".backfill" / "bybit" / "invalid.jsonl").read_text().splitlines()]
+    invalid_file = tmp_path / ".backfill" / "bybit" / "invalid.jsonl"
+    invalid = [json.loads(line) for line in invalid_file.read_text().splitlines()]
     assert json.loads(invalid[0]["raw"]) == row and "low-high range" in invalid[0]["reason"]
     btc = next(s for s in manifest["backfill"]["sources"]["bybit"]["series"] if s["symbol"] == "BTCUSDT")
     assert btc["candles"] == 1463 and btc["missing"][0]["candles"] == 1
