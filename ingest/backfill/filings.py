@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -121,7 +122,7 @@ class FilingBackfill:
         self.first_day = iso(window.start - DAY_NS)[:10]
         self.last_day = iso(window.end + 5 * DAY_NS)[:10]
 
-    def part(self, accession: str):  # noqa: ANN201 - a Path
+    def part(self, accession: str) -> Path:
         return self.store.path("edgar", "filings", f"{accession}.jsonl")
 
     async def run(self, session: aiohttp.ClientSession, bar: Any) -> None:
@@ -154,7 +155,8 @@ class FilingBackfill:
         """
         path = self.store.path("edgar", name)
         meta_path = path.with_name(path.name + ".fetched")
-        if path.is_file() and (final or int(meta_path.read_text() or 0) >= self.window.end):
+        fetched_at = int(meta_path.read_text() or 0) if meta_path.is_file() else 0
+        if path.is_file() and (final or fetched_at >= self.window.end):
             return path.read_bytes()
         assert self.client is not None
         resp = await self.client.get(url)
