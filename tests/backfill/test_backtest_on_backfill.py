@@ -24,6 +24,10 @@ from tests.backfill.test_archive import FIXTURE
 from tests.ingest.servers import http_server
 
 
+# Subprocesses (each importing the CLI) and the session's tiny model training: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(900)
+
+
 class Servers:
     """Both servers on a loop in a thread, for commands run as subprocesses."""
 
