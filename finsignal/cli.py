@@ -191,6 +191,84 @@ def backtest(
 
 
 @app.command()
+def backfill(
+    from_: Annotated[str, typer.Option("--from", help="first day (UTC midnight) or an ISO 8601 time")],
+    to: Annotated[str, typer.Option("--to", help="last day, included, or an ISO 8601 time, excluded")],
+    out: Annotated[Path, typer.Option(help="recording directory; run again with the same one to resume")],
+    news: Annotated[Optional[list[Path]], typer.Option("--news", help="news archive to import (JSONL or CSV); "
+                                                       "repeatable")] = None,
+    sources: Annotated[Optional[str], typer.Option(help="bybit,filings (default FINSIGNAL_BACKFILL_SOURCES)")] = None,
+    companies: Annotated[Optional[str], typer.Option(help="EDGAR companies, CIKs or tickers, comma-separated; "
+                                                     "none: every filer, from the full index")] = None,
+    forms: Annotated[Optional[str], typer.Option(help="EDGAR forms, e.g. 8-K,10-Q")] = None,
+    news_format: Annotated[str, typer.Option(help="auto (by extension), jsonl or csv")] = "auto",
+    news_time: Annotated[Optional[str], typer.Option(help="timestamp column (default: timestamp, time, date, ...)")] = None,
+    news_title: Annotated[Optional[str], typer.Option(help="headline column (default: headline, title)")] = None,
+    news_body: Annotated[Optional[str], typer.Option(help="body column (default: body, text, content, ...)")] = None,
+    news_url: Annotated[Optional[str], typer.Option(help="URL column (default: url, link)")] = None,
+    news_id: Annotated[Optional[str], typer.Option(help="the archive's id / GUID column (default: id, guid)")] = None,
+    news_symbols: Annotated[Optional[str], typer.Option(help="symbols column (default: symbols, tickers)")] = None,
+    news_timezone: Annotated[Optional[str], typer.Option(help="zone of times written without one, e.g. "
+                                                         "America/New_York (without it they are refused)")] = None,
+    news_time_format: Annotated[Optional[str], typer.Option(help="strptime format, e.g. '%d/%m/%Y %H:%M'")] = None,
+    news_epoch_unit: Annotated[str, typer.Option(help="epoch numbers in s, ms, us, ns, or auto (by digits)")] = "auto",
+    news_delimiter: Annotated[str, typer.Option(help="CSV delimiter")] = ",",
+    news_source: Annotated[Optional[str], typer.Option(help="documents' source (default archive:<file stem>)")] = None,
+    progress: Annotated[bool, typer.Option(help="progress bars with ETA on stderr")] = True,
+) -> None:
+    """Build a recording of real history: Bybit klines, EDGAR filings, a news archive; resumable."""
+    from pydantic import ValidationError
+
+    from ingest.backfill.archive import ArchiveError, ArchiveOptions
+    from ingest.backfill.news import NewsImport
+    from ingest.backfill.run import BackfillConfig
+    from ingest.backfill.run import backfill as run_backfill
+    from ingest.backfill.settings import BackfillSettings
+    from ingest.backfill.store import BackfillStateError
+    from ingest.backfill.window import Window, WindowError
+    from ingest.filings.settings import FilingsConfigError
+
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()]  # noqa: E731
+    try:
+        window = Window.parse(from_, to)
+        overrides: dict = {}
+        if sources is not None:
+            overrides["sources"] = split(sources)
+        if companies is not None:
+            overrides["companies"] = split(companies)
+        if forms is not None:
+            overrides["forms"] = split(forms)
+        config = BackfillConfig(backfill=BackfillSettings(**overrides), sources_explicit=sources is not None)
+        options = ArchiveOptions(format=news_format, time=news_time, title=news_title, body=news_body, url=news_url,
+                                 id=news_id, symbols=news_symbols, timezone=news_timezone,
+                                 time_format=news_time_format, epoch_unit=news_epoch_unit, delimiter=news_delimiter)
+        options.zone()
+    except ValidationError as exc:
+        raise _fail(f"invalid option: {exc.errors()[0]['loc'][-1]}: {exc.errors()[0]['msg']}") from None
+    except (WindowError, ArchiveError) as exc:
+        raise _fail(str(exc)) from None
+    for path in news or []:
+        if not path.is_file():
+            raise _fail(f"{path}: no such news archive")
+    imports = [NewsImport(path, options, news_source) for path in news or []]
+    try:
+        manifest = run_backfill(window, out, config, news=imports, progress=progress)
+    except (BackfillStateError, ArchiveError, FilingsConfigError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; what was fetched is in {out}; run the same command again to continue", err=True)
+        raise typer.Exit(130) from None
+    from ingest.backfill.run import summary_lines
+
+    for line in summary_lines(manifest):
+        typer.echo(line)
+    if not manifest["backfill"]["complete"]:
+        typer.echo(f"incomplete: see {out / 'manifest.json'}; run the same command again to fetch what is missing",
+                   err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
 def gateway(
     host: Annotated[Optional[str], typer.Option(help="bind address (default from FINSIGNAL_GATEWAY_HOST)")] = None,
     port: Annotated[Optional[int], typer.Option(help="port (default from FINSIGNAL_GATEWAY_PORT)")] = None,

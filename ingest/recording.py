@@ -67,6 +67,11 @@ def _dec(row: dict[str, Any], name: str) -> bytes | None:
     return None if value is None else str(value).encode("utf-8")
 
 
+def record_line(ts: int, key: bytes | None, value: bytes) -> str:
+    """One line of a `<topic>.jsonl` file (without the newline)."""
+    return json.dumps({"ts": ts, **_enc(key, "key"), **_enc(value, "value")}, ensure_ascii=False)
+
+
 class RecordingWriter:
     """Appends records to a recording directory; `close()` writes the manifest."""
 
@@ -80,7 +85,7 @@ class RecordingWriter:
         fh = self._files.get(topic)
         if fh is None:
             fh = self._files[topic] = (self.directory / f"{topic}.jsonl").open("a", encoding="utf-8")
-        fh.write(json.dumps({"ts": ts, **_enc(key, "key"), **_enc(value, "value")}, ensure_ascii=False) + "\n")
+        fh.write(record_line(ts, key, value) + "\n")
         self._counts[topic] = self._counts.get(topic, 0) + 1
 
     def close(self) -> None:
