@@ -57,7 +57,7 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float) -
 
 class _Service(AbstractContextManager):
     name = "service"
-    label = "embedded service"  # for the operator: "the embedded Kafka broker (...) was killed"
+    label, program = "embedded service", "child"  # "the embedded Kafka broker (Tansu, pid 7) was killed"
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -75,7 +75,7 @@ class _Service(AbstractContextManager):
             return None
         code = self.proc.returncode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return f"the {self.label} (pid {self.proc.pid}) {how}; its log: {self.log_path}"
+        return f"the {self.label} ({self.program}, pid {self.proc.pid}) {how} (its log: {self.log_path})"
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -136,7 +136,7 @@ class EmbeddedKafka(_Service):
     """Tansu, a Kafka-compatible broker, memory-only."""
 
     name = "kafka"
-    label = "embedded Kafka broker (Tansu)"
+    label, program = "embedded Kafka broker", "Tansu"
 
     @property
     def bootstrap(self) -> str:
@@ -177,7 +177,7 @@ class EmbeddedRedis(_Service):
     """A private redis-server, nothing persisted."""
 
     name = "redis"
-    label = "embedded Redis (redis-server)"
+    label, program = "embedded Redis", "redis-server"
 
     def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         super().__init__(port)

@@ -71,7 +71,7 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     handler = logging.StreamHandler(_CurrentStderr())
     handler.set_name("finsignal")
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     ))
     handler.addFilter(_SlowTaskToDebug(show=level == "DEBUG"))

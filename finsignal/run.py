@@ -28,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 
 # Shutdown waits are bounded: a part stuck on a dead service must not hold the operator's Ctrl-C.
-SHUTDOWN_S = 15.0
+SHUTDOWN_S = 15.0  # time for the worker to publish and commit what it holds
+ABANDON_S = 3.0  # after a service died: what is still waiting on it will not finish
 SUPERVISE_S = 0.1  # how often the embedded services are looked at
 
 
@@ -42,7 +43,8 @@ class Infrastructure:
 
     def failure(self) -> str | None:
         """Why an embedded service is gone, if one exited without being asked to."""
-        return next((reason for s in self.embedded if (reason := s.exit_reason()) is not None), None)
+        reason = next((reason for s in self.embedded if (reason := s.exit_reason()) is not None), None)
+        return None if reason is None else f"{reason}; the pipeline stopped: run it again"
 
 
 class _Failures:
@@ -121,9 +123,14 @@ def run(
     failures = _Failures(stop)
     _install_signal_handlers(stop)
     with infrastructure(kafka, redis) as infra:
-        ensure_topics(infra.kafka, topics.all())
-        model_dir = worker_settings.model_dir or demo_model_dir()
-        model = load_backend(model_dir, worker_settings)
+        try:
+            ensure_topics(infra.kafka, topics.all())
+            model = load_backend(worker_settings.model_dir or demo_model_dir(), worker_settings)
+        except Exception:
+            if infra.failure() is None:
+                raise
+        if infra.failure() is not None:  # a service died while we set up
+            raise PipelineFailed(infra.failure())
         worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings,
                         model_loader=lambda path: load_backend(path, worker_settings))
         threads = [_thread("worker", worker.run, failures)]
@@ -143,11 +150,11 @@ def run(
             logging.getLogger("kafka").setLevel(logging.CRITICAL)
         stop.set()
         worker.stop()
-        _join(threads, SHUTDOWN_S)
+        _join(threads, SHUTDOWN_S if reason is None else ABANDON_S)
         reason = reason or infra.failure() or failures.first
     log.info("run.stopped", signals_shown=shown)
     if reason is not None:
-        raise PipelineFailed(f"{reason}; the pipeline stopped")
+        raise PipelineFailed(reason)
     return shown
 
 
@@ -158,7 +165,7 @@ def _thread(name: str, target: Callable[[], object], failures: _Failures) -> thr
             target()
         except Exception as exc:  # noqa: BLE001 - reported by run() as the reason it stopped
             log.debug("run.part_failed", part=name, exc_info=True)
-            failures.add(f"the {name} failed: {exc}")
+            failures.add(f"the {name} failed: {exc}; the pipeline stopped")
 
     return threading.Thread(target=body, name=name, daemon=True)
 
@@ -227,7 +234,7 @@ async def _show(infra: Infrastructure, symbols: list[str] | None, stop: threadin
                 if infra.failure() is not None:
                     break
                 await asyncio.sleep(SUPERVISE_S)
-            failures.add(f"the signal tail failed: {task.exception()}")
+            failures.add(f"the signal tail failed: {task.exception()}; the pipeline stopped")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
