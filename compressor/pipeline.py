@@ -109,6 +109,12 @@ def _baseline_layer_target(recipe: Recipe, shape: ModelShape) -> LayerDropSpec |
                          "block_influence", finetune=Finetune(epochs=0))
 
 
+def default_recipe_name(checked: CheckedModel) -> str:
+    """`pretrained` for a model fine-tuned from a pretrained base (or LLaMA-sized), else `small`."""
+    stage = ((checked.meta.get("lineage") or {}).get("recipe") or {}).get("stage")
+    return "pretrained" if stage == "finetune" or checked.shape.hidden >= 512 else "small"
+
+
 def prepare(
     model_dir: str | Path,
     train_path: str | Path,
@@ -121,8 +127,11 @@ def prepare(
 ) -> Plan:
     """Validate every input and plan every stage; raise before anything heavy happens."""
     recipe_source = str(recipe) if isinstance(recipe, (str, Path)) else None
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     checked = check_checkpoint(model_dir, label_words)
+    if recipe is None:
+        recipe_source = default_recipe_name(checked)
+        log.info("compress.recipe", recipe=recipe_source, reason="built-in default for this model")
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe_source)
     train, evaluation = _check_corpora(Path(train_path), Path(eval_path))
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:

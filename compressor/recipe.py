@@ -301,12 +301,44 @@ class Recipe(_Spec):
         return self.finetune if default is None else self.finetune.model_copy(update={"epochs": default})
 
 
+def pretrained_recipe(full: bool = False) -> Recipe:
+    """The default for a fine-tuned pretrained LLaMA: int8 W8A8 with quantization-aware fine-tuning.
+
+    Depth was already cut while fine-tuning (successive layer dropping) and the vocabulary trimmed to the
+    domain, so what is left is precision: int8 weights and embedding rows, per-token int8 activations, one
+    epoch of QAT at a pretrained model's learning rate, distilling from the dense model. `full` adds the
+    2:4, low-rank and k-means comparison rows (each another fine-tune or measurement: hours on 2 CPU cores
+    for a 135M model, so they are off by default).
+    """
+    comparisons = _default_comparisons() if full else []
+    if full:
+        comparisons[0] = Comparison(name="dense+sparsity_24", stages=[Sparsity24Spec(
+            finetune=Finetune(epochs=1, batch_size=16, learning_rate=2e-5))])
+    return Recipe(
+        name="pretrained-full" if full else "pretrained",
+        finetune=Finetune(epochs=1, batch_size=16, learning_rate=2e-5, warmup_fraction=0.06),
+        distill=Distill(temperature=2.0, alpha=0.5),
+        calibration=Calibration(examples=256, batch_size=32),
+        evaluation=Evaluation(throughput_rounds=2, latency_samples=100),
+        stages=[QuantizeSpec(mode="qat", embeddings=True)],
+        comparisons=comparisons,
+        baselines=["dense_fp32", "dense_bf16", "int8_ptq"],
+    )
+
+
+BUILTIN_RECIPES = {"small": Recipe, "pretrained": pretrained_recipe,
+                   "pretrained-full": lambda: pretrained_recipe(full=True)}
+
+
 def load_recipe(path: str | Path | None) -> Recipe:
-    """Read a YAML/JSON recipe; `None` gives the default recipe. Raises `RecipeError` with every problem."""
+    """Read a YAML/JSON recipe, or a built-in one by name (small, pretrained, pretrained-full); `None` gives
+    the small-model default. Raises `RecipeError` with every problem."""
     import yaml
 
     if path is None:
         return Recipe()
+    if isinstance(path, str) and path in BUILTIN_RECIPES and not Path(path).exists():
+        return BUILTIN_RECIPES[path]()
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")

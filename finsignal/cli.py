@@ -245,40 +245,106 @@ def compress_train(
     data: Annotated[Path, typer.Option(help='training JSONL: {"text", "label"} lines')],
     out: Annotated[Path, typer.Option(help="output checkpoint directory")],
     eval: Annotated[Optional[Path], typer.Option("--eval", help="held-out JSONL for the report")] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 4,
-    layers: Annotated[int, typer.Option(min=1)] = 2,
-    hidden: Annotated[int, typer.Option(min=16)] = 128,
-    heads: Annotated[int, typer.Option(min=1)] = 4,
-    kv_heads: Annotated[int, typer.Option(min=1)] = 2,
-    vocab: Annotated[int, typer.Option(min=300)] = 4096,
-    max_length: Annotated[int, typer.Option(min=8)] = 128,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(min=0)] = 2e-3,
+    base: Annotated[Optional[Path], typer.Option(
+        help="pretrained LLaMA checkpoint (finsignal compress import) to fine-tune; without it, train from scratch")] = None,
+    epochs: Annotated[Optional[float], typer.Option(min=0.01, help="passes over the data [scratch 4, --base 3]")] = None,
+    layers: Annotated[Optional[int], typer.Option(min=1, help="scratch: decoder layers [2]")] = None,
+    hidden: Annotated[Optional[int], typer.Option(min=16, help="scratch: hidden size [128]")] = None,
+    heads: Annotated[Optional[int], typer.Option(min=1, help="scratch: attention heads [4]")] = None,
+    kv_heads: Annotated[Optional[int], typer.Option(min=1, help="scratch: key/value heads [2]")] = None,
+    vocab: Annotated[Optional[int], typer.Option(min=300, help="scratch: BPE vocabulary [4096]")] = None,
+    max_length: Annotated[int, typer.Option(min=8, help="training truncation in tokens")] = 128,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="[scratch 32, --base 16]")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0, help="learning rate [scratch 2e-3, --base 5e-5]")] = None,
+    target_layers: Annotated[Optional[int], typer.Option(
+        min=1, help="--base: depth reached by successive layer dropping while fine-tuning [12]")] = None,
+    drop_every: Annotated[int, typer.Option(min=1, help="--base: optimizer steps between two layer drops")] = 6,
+    criterion: Annotated[str, typer.Option(
+        help="--base: which layer goes: skip_loss (task loss with the layer bypassed), block_influence, angular")
+    ] = "skip_loss",
+    freeze_embeddings: Annotated[bool, typer.Option(help="--base: keep the token embeddings frozen")] = True,
+    label_words: Annotated[str, typer.Option(
+        help="--base: one word per class (bearish,neutral,bullish) whose LM-head rows start the score head")
+    ] = "negative,neutral,positive",
+    validation_fraction: Annotated[float, typer.Option(
+        min=0, max=0.49, help="--base: stratified share of --data held out for early stopping")] = 0.1,
+    patience: Annotated[int, typer.Option(min=1, help="--base: validation checks without improvement")] = 4,
+    eval_every: Annotated[int, typer.Option(min=1, help="--base: steps between validation checks")] = 50,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="--base: cap on optimizer steps")] = None,
+    bf16: Annotated[str, typer.Option(help="--base: bf16 autocast: auto, on, off")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
     seed: int = 0,
-    name: str = "finsignal-sentiment",
+    name: Annotated[Optional[str], typer.Option(help="model name [finsignal-sentiment, --base finsignal-llama]")] = None,
     overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out")] = False,
 ) -> None:
-    """Train a LLaMA-architecture classifier and its tokenizer from labeled JSONL."""
+    """Fine-tune a pretrained LLaMA (--base) or train a small one from scratch into a classifier."""
     from compressor.data import DataError
-    from compressor.train import TrainConfig, train
+    from compressor.errors import ModelError
     from finsignal.outputs import check_output_dir
 
     check_output_dir(out, overwrite=overwrite)
-    if hidden % heads or heads % kv_heads:
-        raise _fail("--hidden must be a multiple of --heads, and --heads a multiple of --kv-heads")
-    config = TrainConfig(
-        vocab_size=vocab, hidden_size=hidden, num_layers=layers, num_heads=heads, num_kv_heads=kv_heads,
-        intermediate_size=int(hidden * 8 / 3 + 31) // 32 * 32, max_length=max_length, epochs=epochs,
-        batch_size=batch_size, learning_rate=lr, seed=seed, name=name,
-    )
     try:
-        report = train(data, out, eval, config)
-    except DataError as exc:
+        if base is not None:
+            scratch_only = {"--layers": layers, "--hidden": hidden, "--heads": heads, "--kv-heads": kv_heads,
+                            "--vocab": vocab}
+            given = [flag for flag, value in scratch_only.items() if value is not None]
+            if given:
+                raise _fail(f"{', '.join(given)} shape a model trained from scratch; with --base the shape is "
+                            "the base model's (use --target-layers for its depth)")
+            report = _finetune(base, data, out, eval, epochs, max_length, batch_size, lr, target_layers,
+                               drop_every, criterion, freeze_embeddings, label_words, validation_fraction,
+                               patience, eval_every, max_steps, bf16, threads, seed, name)
+        else:
+            report = _train_scratch(data, out, eval, epochs, layers, hidden, heads, kv_heads, vocab, max_length,
+                                    batch_size, lr, seed, name)
+    except (DataError, ModelError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if "eval" in report:
         typer.echo(f"eval accuracy {report['eval']['accuracy']:.4f}  macro-F1 {report['eval']['macro_f1']:.4f}",
                    err=True)
     typer.echo(f"model written to {out}", err=True)
+
+
+def _train_scratch(data: Path, out: Path, eval: Optional[Path], epochs: Optional[float], layers: Optional[int],
+                   hidden: Optional[int], heads: Optional[int], kv_heads: Optional[int], vocab: Optional[int],
+                   max_length: int, batch_size: Optional[int], lr: Optional[float], seed: int,
+                   name: Optional[str]) -> dict:
+    from compressor.train import TrainConfig, train
+
+    hidden, heads, kv_heads = hidden or 128, heads or 4, kv_heads or 2
+    if hidden % heads or heads % kv_heads:
+        raise _fail("--hidden must be a multiple of --heads, and --heads a multiple of --kv-heads")
+    if epochs is not None and epochs != int(epochs):
+        raise _fail("--epochs must be a whole number when training from scratch")
+    config = TrainConfig(
+        vocab_size=vocab or 4096, hidden_size=hidden, num_layers=layers or 2, num_heads=heads,
+        num_kv_heads=kv_heads, intermediate_size=int(hidden * 8 / 3 + 31) // 32 * 32, max_length=max_length,
+        epochs=int(epochs or 4), batch_size=batch_size or 32, learning_rate=2e-3 if lr is None else lr, seed=seed,
+        name=name or "finsignal-sentiment",
+    )
+    return train(data, out, eval, config)
+
+
+def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: Optional[float], max_length: int,
+              batch_size: Optional[int], lr: Optional[float], target_layers: Optional[int], drop_every: int,
+              criterion: str, freeze_embeddings: bool, label_words: str, validation_fraction: float,
+              patience: int, eval_every: int, max_steps: Optional[int], bf16: str, threads: Optional[int],
+              seed: int, name: Optional[str]) -> dict:
+    from compressor.finetune import FinetuneConfig, finetune
+
+    words = tuple(w.strip() for w in label_words.split(","))
+    if len(words) != 3:
+        raise _fail(f"--label-words needs 3 comma-separated words (bearish,neutral,bullish), got {len(words)}")
+    defaults = FinetuneConfig()
+    config = FinetuneConfig(
+        target_layers=target_layers or defaults.target_layers, drop_every=drop_every, criterion=criterion,
+        freeze_embeddings=freeze_embeddings, epochs=epochs or defaults.epochs, max_steps=max_steps,
+        batch_size=batch_size or defaults.batch_size, learning_rate=defaults.learning_rate if lr is None else lr,
+        max_length=max_length, label_words=words, validation_fraction=validation_fraction,  # type: ignore[arg-type]
+        eval_every=eval_every, patience=patience, threads=threads, bf16_autocast=bf16, seed=seed,
+        name=name or defaults.name,
+    )
+    return finetune(base, data, out, eval, config)
 
 
 @compress_app.command("run")
