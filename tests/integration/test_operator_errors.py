@@ -391,6 +391,7 @@ class _Run:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("service", ["kafka", "redis"])
 def test_run_stops_with_one_line_when_an_embedded_service_dies(service, tmp_path, tiny_model_dir):
     from tests.conftest import eventually
@@ -399,7 +400,8 @@ def test_run_stops_with_one_line_when_an_embedded_service_dies(service, tmp_path
                 "FINSIGNAL_KAFKA_SESSION_TIMEOUT_MS": "6000", "FINSIGNAL_KAFKA_HEARTBEAT_INTERVAL_MS": "2000"},
                tmp_path)
     try:
-        eventually(lambda: run.events("worker.summary") or run.proc.poll() is not None, timeout_s=180)
+        # Generous: on a loaded 2-core machine, importing torch and loading the model can take minutes.
+        eventually(lambda: run.events("worker.summary") or run.proc.poll() is not None, timeout_s=600)
         assert run.proc.poll() is None, "\n".join(run.lines[-20:])
         summary = run.events("worker.summary")[0]
         assert {"documents", "signals", "deadletters", "lag", "model"} <= set(summary)
@@ -421,6 +423,7 @@ def test_run_stops_with_one_line_when_an_embedded_service_dies(service, tmp_path
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_run_stops_cleanly_on_ctrl_c(tmp_path, tiny_model_dir):
     from tests.conftest import eventually
 
@@ -428,7 +431,7 @@ def test_run_stops_cleanly_on_ctrl_c(tmp_path, tiny_model_dir):
                 "FINSIGNAL_KAFKA_SESSION_TIMEOUT_MS": "6000", "FINSIGNAL_KAFKA_HEARTBEAT_INTERVAL_MS": "2000"},
                tmp_path)
     try:
-        eventually(lambda: run.events("worker.started") or run.proc.poll() is not None, timeout_s=180)
+        eventually(lambda: run.events("worker.started") or run.proc.poll() is not None, timeout_s=600)
         assert run.proc.poll() is None, "\n".join(run.lines[-20:])
         run.proc.send_signal(signal_module.SIGINT)
         code = run.finish(timeout_s=60)  # a hang guard: every shutdown wait is bounded
