@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import os
 import sys
 
 import typer
@@ -24,6 +25,10 @@ class _Dispatcher(typer.Typer):
             if explained is None:
                 raise
             typer.secho(f"error: {explained.message}", fg=typer.colors.RED, err=True)
+            if explained.abandon:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(explained.exit_code)
             sys.exit(explained.exit_code)
 
 

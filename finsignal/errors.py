@@ -24,6 +24,9 @@ class Explained:
 
     message: str
     exit_code: int
+    # Leave at once, without the libraries' exit handlers: after a service died, threads and
+    # kafka-python's at-exit flush would wait on it and print their own tracebacks.
+    abandon: bool = False
 
 
 class PipelineFailed(RuntimeError):
@@ -41,7 +44,9 @@ def explain(exc: BaseException) -> Explained | None:
         return Explained(str(exc), USAGE)
     if isinstance(exc, ValidationError):
         return Explained(_validation(exc), USAGE)
-    if isinstance(exc, (Unreachable, PipelineFailed)):
+    if isinstance(exc, PipelineFailed):
+        return Explained(str(exc), FAILURE, abandon=True)
+    if isinstance(exc, Unreachable):
         return Explained(str(exc), FAILURE)
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return Explained(f"lost the connection to Redis ({exc}); check that it is running, then run the command "

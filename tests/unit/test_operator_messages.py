@@ -176,3 +176,12 @@ def test_recording_paths_are_relative_to_where_you_are(tmp_path, monkeypatch):
     Path("rec").mkdir()
     with pytest.raises(RecordingError, match="rec: no <topic>.jsonl files"):
         check_recording("rec")
+
+
+def test_a_failed_pipeline_leaves_without_waiting_on_the_dead_service():
+    from finsignal.errors import PipelineFailed
+
+    explained = explain(PipelineFailed("the embedded Kafka broker (Tansu, pid 7) was killed by SIGKILL"))
+
+    assert explained.exit_code == FAILURE and explained.abandon
+    assert not explain(Unreachable("cannot reach Redis")).abandon
