@@ -5,9 +5,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-import typer
+import os
+import sys
 
-app = typer.Typer(help="Event-driven trading signals from news, filings and market data.", no_args_is_help=True,
+import typer
+import typer.core
+
+
+class _Dispatcher(typer.Typer):
+    """The app: an operator's mistake that escapes a command becomes one `error:` line (see finsignal.errors)."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - explained ones become one line; the rest keep their traceback
+            from finsignal.errors import explain
+
+            explained = explain(exc)
+            if explained is None:
+                raise
+            typer.secho(f"error: {explained.message}", fg=typer.colors.RED, err=True)
+            if explained.abandon:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(explained.exit_code)
+            sys.exit(explained.exit_code)
+
+
+def _type_unless_flag(option: typer.core.TyperOption, ctx: object) -> str | None:
+    """Typer's rich help prints `<bool>` beside flags, which take no value; show the type of valued options only."""
+    if option.is_flag or option.count:
+        return None
+    return _display_type_rich(option, ctx)
+
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _type_unless_flag  # type: ignore[method-assign]
+
+app = _Dispatcher(help="Event-driven trading signals from news, filings and market data.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 compress_app = typer.Typer(help="Train and compress scoring models.", no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
@@ -44,14 +79,14 @@ def run(
 ) -> None:
     """Run the whole pipeline; Kafka and Redis are embedded unless FINSIGNAL_KAFKA_BOOTSTRAP / _REDIS_URL are set."""
     from finsignal.run import run as run_pipeline
-    from ingest.recording import RecordingError, parse_speed
+    from ingest.recording import RecordingError, check_recording, parse_speed
 
     try:
         factor = parse_speed(speed)
+        if replay is not None:
+            check_recording(replay)
     except RecordingError as exc:
         raise _fail(str(exc)) from None
-    if replay is not None and not replay.is_dir():
-        raise _fail(f"{replay}: no such recording directory")
     run_pipeline(replay, factor, duration, symbols.split(",") if symbols else None, quiet)
 
 
@@ -72,11 +107,13 @@ def score(
     max_length: Annotated[int, typer.Option(min=32, help="tokens per chunk at most; longer texts are chunked")] = 512,
 ) -> None:
     """Score documents offline."""
+    from finsignal.outputs import check_output_file
     from signals.model import ModelLoadError
     from signals.offline import InputError, score_file
 
     if not input.is_file():
         raise _fail(f"{input}: no such file")
+    check_output_file(output, inputs=[input])
     try:
         n = score_file(model, input, output, batch_size, max_length=max_length)
     except (ModelLoadError, InputError) as exc:
@@ -96,11 +133,14 @@ def watch(
     from redis.asyncio import Redis
 
     from consumers.watch import print_signals, tail
+    from ingest.reachability import check_redis
     from signals.settings import RedisSettings
 
     settings = RedisSettings()
     if not settings.url:
-        raise _fail("FINSIGNAL_REDIS_URL is not set")
+        raise _fail("FINSIGNAL_REDIS_URL is not set; point it at the Redis the worker publishes to "
+                    "(e.g. redis://localhost:6379/0)")
+    check_redis(settings)
 
     async def main() -> None:
         client = Redis.from_url(settings.url, **settings.client_options())
@@ -125,7 +165,8 @@ def replay(
 ) -> None:
     """Play a recording back onto Kafka topics."""
     from ingest.kafka import ensure_topics, make_producer
-    from ingest.recording import RecordingError, parse_speed, read_recording
+    from ingest.reachability import check_kafka
+    from ingest.recording import RecordingError, check_recording, parse_speed
     from ingest.recording import replay as replay_recording
     from ingest.settings import KafkaSettings
 
@@ -133,10 +174,11 @@ def replay(
         raise _fail("say where to replay: --to-kafka")
     kafka = KafkaSettings()
     if not kafka.bootstrap:
-        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set")
+        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set; point it at your brokers (e.g. localhost:9092)")
     try:
         factor = parse_speed(speed)
-        topics = sorted({m.topic for m in read_recording(directory)})
+        topics = sorted(check_recording(directory))
+        check_kafka(kafka)
         ensure_topics(kafka, topics)
         producer = make_producer(kafka)
         sent = replay_recording(directory, producer, speed=factor, restamp=restamp, progress=True)
@@ -165,15 +207,18 @@ def backtest(
         min=0, help="documents scored together within this window (default: the worker's max_wait_ms)")] = None,
     time_basis: Annotated[str, typer.Option(help="event (ts_event) or ingest (ts_ingest)")] = "event",
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
+    overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out")] = False,
 ) -> None:
     """Replay a recording through the scorer in event time, trade the signals, report quality and P&L."""
     from pydantic import ValidationError
 
     from consumers.backtest.command import run as run_backtest
     from consumers.backtest.config import BacktestConfig
+    from finsignal.outputs import check_output_dir
     from ingest.recording import RecordingError
     from signals.model import ModelLoadError
 
+    check_output_dir(out, overwrite=overwrite)
     try:
         config = BacktestConfig.model_validate({
             "replay": {"batch_window_ms": batch_window_ms, "time_basis": time_basis},
@@ -317,11 +362,14 @@ def compress_train(
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
     seed: int = 0,
     name: Annotated[Optional[str], typer.Option(help="model name [finsignal-sentiment, --base finsignal-llama]")] = None,
+    overwrite: Annotated[bool, typer.Option(help="write into a non-empty --out")] = False,
 ) -> None:
     """Fine-tune a pretrained LLaMA (--base) or train a small one from scratch into a classifier."""
     from compressor.data import DataError
     from compressor.errors import ModelError
+    from finsignal.outputs import check_output_dir
 
+    check_output_dir(out, overwrite=overwrite)
     try:
         if base is not None:
             scratch_only = {"--layers": layers, "--hidden": hidden, "--heads": heads, "--kv-heads": kv_heads,
@@ -421,7 +469,9 @@ def compress_run(
     from compressor.errors import CompressError
     from compressor.pipeline import compress_run as run_recipe
     from compressor.report import summary
+    from finsignal.outputs import check_output_dir
 
+    check_output_dir(out, overwrite=overwrite)
     words = [w.strip() for w in label_words.split(",")] if label_words else None
     try:
         report = run_recipe(model, data, eval, out, recipe, label_words=words, overwrite=overwrite)
@@ -485,13 +535,15 @@ def record(
     max_records: Annotated[Optional[int], typer.Option(min=1, help="stop after this many records")] = None,
 ) -> None:
     """Capture topics from FINSIGNAL_KAFKA_BOOTSTRAP into a recording that `finsignal replay` plays back."""
+    from ingest.reachability import check_kafka
     from ingest.record import RecordError
     from ingest.record import record as record_topics
     from ingest.settings import KafkaSettings
 
     kafka = KafkaSettings()
     if not kafka.bootstrap:
-        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set")
+        raise _fail("FINSIGNAL_KAFKA_BOOTSTRAP is not set; point it at your brokers (e.g. localhost:9092)")
+    check_kafka(kafka)
     names = [t.strip() for t in topics.split(",") if t.strip()]
     try:
         counts = record_topics(kafka, names, out, from_beginning=from_beginning, duration_s=duration,

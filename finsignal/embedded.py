@@ -57,17 +57,32 @@ def _wait_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float) -
 
 class _Service(AbstractContextManager):
     name = "service"
+    label, program = "embedded service", "child"  # "the embedded Kafka broker (Tansu, pid 7) was killed"
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self._logdir = Path(tempfile.mkdtemp(prefix=f"finsignal-{self.name}-"))
+        self._stopping = False
+
+    @property
+    def log_path(self) -> Path:
+        return self._logdir / f"{self.name}.log"
+
+    def exit_reason(self) -> str | None:
+        """Why the child is gone if it exited without being asked to (its log is then kept); else None."""
+        if self.proc is None or self._stopping or self.proc.poll() is None:
+            return None
+        code = self.proc.returncode
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        return f"the {self.label} ({self.program}, pid {self.proc.pid}) {how} (its log: {self.log_path})"
 
     def command(self) -> list[str]:
         raise NotImplementedError
 
     def start(self, timeout_s: float = 20.0) -> _Service:
-        log_path = self._logdir / f"{self.name}.log"
+        log_path = self.log_path
+        self._stopping = False
         self.proc = subprocess.Popen(
             self.command(),
             stdout=log_path.open("wb"),
@@ -89,6 +104,7 @@ class _Service(AbstractContextManager):
         """Terminate, then kill if it lingers; idempotent."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        self._stopping = True
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=5)
@@ -100,6 +116,7 @@ class _Service(AbstractContextManager):
     def kill(self) -> None:
         """SIGKILL, for fault-injection tests."""
         if self.proc is not None and self.proc.poll() is None:
+            self._stopping = True
             self.proc.kill()
             self.proc.wait(timeout=5)
 
@@ -109,14 +126,17 @@ class _Service(AbstractContextManager):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        died = self.exit_reason() is not None
         self.stop()
-        shutil.rmtree(self._logdir, ignore_errors=True)
+        if not died:  # the log of a service that died is evidence: it stays, and the error names it
+            shutil.rmtree(self._logdir, ignore_errors=True)
 
 
 class EmbeddedKafka(_Service):
     """Tansu, a Kafka-compatible broker, memory-only."""
 
     name = "kafka"
+    label, program = "embedded Kafka broker", "Tansu"
 
     @property
     def bootstrap(self) -> str:
@@ -157,6 +177,7 @@ class EmbeddedRedis(_Service):
     """A private redis-server, nothing persisted."""
 
     name = "redis"
+    label, program = "embedded Redis", "redis-server"
 
     def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         super().__init__(port)

@@ -102,6 +102,14 @@ class RecordingWriter:
 
 
 def _read_topic(path: Path, topic: str) -> Iterator[RecordedMessage]:
+    try:
+        yield from _read_lines(path, topic)
+    except UnicodeDecodeError as exc:
+        raise RecordingError(f"{path}: not UTF-8 text ({exc.reason}); is this a recording?") \
+            from None
+
+
+def _read_lines(path: Path, topic: str) -> Iterator[RecordedMessage]:
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -113,7 +121,41 @@ def _read_topic(path: Path, topic: str) -> Iterator[RecordedMessage]:
                     raise KeyError("value")
                 yield RecordedMessage(topic, int(row["ts"]), _dec(row, "key"), value, lineno)
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise RecordingError(f"{path}:{lineno}: bad record ({exc!r})") from exc
+                raise RecordingError(f"{path}:{lineno}: bad record ({type(exc).__name__}: {exc}); "
+                                     "fix or delete the line, or record again") from None
+
+
+def _topic_files(directory: Path, topics: list[str] | None = None) -> list[Path]:
+    """The recording's topic files, after checking its manifest."""
+    manifest_path = directory / MANIFEST
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecordingError(f"{manifest_path}: not JSON ({exc}); is this a recording?") from None
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        if fmt != FORMAT:
+            raise RecordingError(f"{manifest_path}: format {fmt!r}, this version reads {FORMAT}")
+    files = sorted(directory.glob("*.jsonl"))
+    if topics is not None:
+        files = [f for f in files if f.stem in topics]
+    if not files:
+        raise RecordingError(f"{directory}: no <topic>.jsonl files; make a recording with `finsignal record`")
+    return files
+
+
+def check_recording(directory: str | Path) -> dict[str, int]:
+    """Read every record once (raising `RecordingError` at the first bad one); return topic -> records.
+
+    A recording with no records is refused too: replaying it would run a pipeline with nothing to do.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RecordingError(f"{directory}: not a recording directory")
+    counts = {f.stem: sum(1 for _ in _read_topic(f, f.stem)) for f in _topic_files(directory)}
+    if not any(counts.values()):
+        raise RecordingError(f"{directory}: the recording holds no records; record some with `finsignal record`")
+    return counts
 
 
 def read_recording(directory: str | Path, topics: list[str] | None = None) -> Iterator[RecordedMessage]:
@@ -121,16 +163,7 @@ def read_recording(directory: str | Path, topics: list[str] | None = None) -> It
     directory = Path(directory)
     if not directory.is_dir():
         raise RecordingError(f"{directory}: not a recording directory")
-    manifest_path = directory / MANIFEST
-    if manifest_path.is_file():
-        fmt = json.loads(manifest_path.read_text()).get("format")
-        if fmt != FORMAT:
-            raise RecordingError(f"{manifest_path}: format {fmt!r}, this version reads {FORMAT}")
-    files = sorted(directory.glob("*.jsonl"))
-    if topics is not None:
-        files = [f for f in files if f.stem in topics]
-    if not files:
-        raise RecordingError(f"{directory}: no <topic>.jsonl files")
+    files = _topic_files(directory, topics)
     # Each file is in read order, which across partitions is not time order: sort per topic
     # (in memory), then merge the topics.
     order = lambda m: (m.ts, m.topic, m.line)  # noqa: E731

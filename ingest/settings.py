@@ -8,19 +8,26 @@ which run out of the box.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 CONFIG_ENV = "FINSIGNAL_CONFIG"
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot be used; the message names the setting and how to fix it."""
 
 
 class ComponentSettings(BaseSettings):
@@ -28,6 +35,17 @@ class ComponentSettings(BaseSettings):
 
     section: ClassVar[str] = ""
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except SettingsError as exc:  # a complex field (dict, list) whose variable is not JSON
+            raise ConfigError(_unparsable(type(self), exc)) from None
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets `field`."""
+        return f"FINSIGNAL_{cls.section.upper()}_{field.upper()}" if cls.section else field
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,11 +67,26 @@ class ComponentSettings(BaseSettings):
         path = os.environ.get(CONFIG_ENV)
         if path:
             if not Path(path).is_file():
-                raise FileNotFoundError(f"{CONFIG_ENV}={path!r} is not a file")
+                raise ConfigError(f"{CONFIG_ENV}={path!r}: no such file; point it at a TOML settings file "
+                                  f"or unset it")
             sources.append(
                 TomlConfigSettingsSource(settings_cls, toml_file=Path(path), toml_table_header=(cls.section,))
             )
         return tuple(sources)
+
+
+def _unparsable(settings_cls: type[ComponentSettings], exc: SettingsError) -> str:
+    """One line for a variable pydantic-settings could not parse; the value is not echoed (it may be a secret)."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else "?"
+    info = settings_cls.model_fields.get(field)
+    annotation = str(info.annotation) if info else ""
+    if info is not None and info.examples:
+        example = f"'{json.dumps(info.examples[0])}'"
+    else:
+        example = '\'{"name": "value"}\'' if "dict" in annotation else '\'["value"]\'' if "list" in annotation else "JSON"
+    return (f"{settings_cls.env_name(field)}: not valid JSON ({exc.__cause__ or exc}); "
+            f"write it as JSON, e.g. {settings_cls.env_name(field)}={example}")
 
 
 class KafkaSettings(ComponentSettings):
@@ -108,6 +141,13 @@ class RedisSettings(ComponentSettings):
     password: SecretStr | None = None
     ssl_ca_certs: str | None = None
     socket_timeout_s: float = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, url: str | None) -> str | None:
+        if url and "://" not in url:
+            raise ValueError(f"no scheme; write redis://{url} (rediss:// for TLS)")
+        return url
 
     def client_options(self) -> dict:
         """Keyword arguments for `redis.Redis.from_url` (sync or asyncio)."""

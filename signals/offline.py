@@ -44,6 +44,9 @@ def score_file(model_dir: Path, input_path: Path, output_path: Path, batch_size:
     from tqdm.auto import tqdm
 
     rows = read_inputs(input_path)
+    if not rows:
+        raise InputError(f"{input_path}: no documents to score (the file is empty); expected JSONL lines "
+                         '{"id", "text"}')
     model = SentimentModel.load(model_dir, max_length=max_length)
     chunked = model.encode_chunks([text for _, text in rows], chunk_overlap)
     pieces = [(doc, ids) for doc, chunks in enumerate(chunked) for ids in chunks]
@@ -61,7 +64,10 @@ def score_file(model_dir: Path, input_path: Path, output_path: Path, batch_size:
         results.append({"id": doc_id, "label": probs.label,
                         "probs": {label: round(getattr(probs, label), 6) for label in LABELS}})
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with output_path.open("w", encoding="utf-8") as out:
+    # Written beside the target, then renamed over it: a failure never leaves a half-written output.
+    partial = output_path.with_name(f".{output_path.name}.partial")
+    with partial.open("w", encoding="utf-8") as out:
         for item in results:
             out.write(json.dumps(item) + "\n")
+    partial.replace(output_path)
     return len(results)

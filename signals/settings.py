@@ -62,6 +62,10 @@ class WorkerSettings(ComponentSettings):
     dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a signal id is remembered as published")
     audit_topic: bool = Field(True, description="also publish each signal to the `signals` Kafka topic")
     metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")
+    summary_interval_s: float = Field(
+        60.0, ge=0, description="log a one-line summary (documents, signals, dead letters, lag, model) this often; "
+        "0 = never"
+    )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; unset means torch's default")
     # Shadow scoring: a second model on the same batches, published where no strategy reads by default.
     shadow_dir: Path | None = Field(

@@ -43,6 +43,7 @@ from signals import metrics
 from signals.contracts import Signal
 from signals.drift import DRIFT_KEY, DriftMonitor, Observation, Reference
 from signals.market import MarketContextStore
+from signals.progress import Progress
 from signals.redis_sink import RedisSignalSink
 from signals.reload import ModelWatcher
 from signals.registry import REFERENCE
@@ -122,6 +123,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._redis: Any = None
         self._drift_written = 0.0
+        self.progress = Progress(self.settings.summary_interval_s)
         metrics.MODEL_INFO.labels(model.info.name, model.info.version).set(1)
 
     @property
@@ -200,9 +202,11 @@ class Worker:
             for rec in records:
                 self._accept(rec, now)
         self._update_lag()
+        self.progress.maybe_log(self.model.info.version)
 
     def _accept(self, rec: ConsumerRecord, now: float) -> None:
         metrics.DOCUMENTS.labels(rec.topic).inc()
+        self.progress.documents += 1
         self._pending.add_record(rec)
         if not rec.value:
             self._dead_letter(rec, "empty record value", stage="validate")
@@ -243,6 +247,7 @@ class Worker:
         for item in scored:
             if not item.signals:
                 metrics.SKIPPED.labels("no_symbol").inc()
+                self.progress.skipped += 1
                 log.info("worker.skipped", document_id=item.document.id, reason="no symbol")
         self._publish(signals)
         if self.settings.audit_topic:
@@ -324,6 +329,7 @@ class Worker:
                 delay = min(delay * 2, 5.0)
         for sig, entry in zip(signals, results):
             metrics.SIGNALS.labels("published" if entry else "duplicate").inc()
+            self.progress.signals += bool(entry)
             log.debug("signal.published", signal_id=sig.id, symbol=sig.symbol, document_ids=sig.document_ids,
                       entry=entry)
 
@@ -378,14 +384,19 @@ class Worker:
 
     def _update_lag(self) -> None:
         assert self._consumer is not None
+        total = None
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - self._consumer.position(tp)))
+                lag = max(0, high - self._consumer.position(tp))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                total = (total or 0) + lag
+        self.progress.lag = total
 
     def _dead_letter(self, rec: ConsumerRecord, reason: str, stage: str) -> None:
         assert self._producer is not None
         metrics.DEADLETTERS.labels(stage).inc()
+        self.progress.deadletters += 1
         letter = DeadLetter(reason=reason, stage=stage, source_topic=rec.topic,
                             source_partition=rec.partition, source_offset=rec.offset)
         # Dead letters of a batch being scored land in the next batch's list; flush() checks both.

@@ -572,6 +572,7 @@ def _reason(text: str) -> str:
 
 def serve_forever(host: str | None = None, port: int | None = None) -> None:
     """Run the gateway against FINSIGNAL_REDIS_URL until SIGINT or SIGTERM."""
+    from ingest.reachability import check_redis
     from signals.settings import RedisSettings
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -579,7 +580,11 @@ def serve_forever(host: str | None = None, port: int | None = None) -> None:
     check_settings(settings)
     redis_settings = RedisSettings()
     if not redis_settings.url:
-        raise GatewayConfigError("FINSIGNAL_REDIS_URL is not set")
+        raise GatewayConfigError("FINSIGNAL_REDIS_URL is not set; point it at the Redis the worker publishes to "
+                                 "(e.g. redis://localhost:6379/0)")
+    # Serving while the signal store is away would look healthy to an orchestrator and answer nothing:
+    # refuse to start, as a database client would. Once running, a Redis outage is retried (see /healthz).
+    check_redis(redis_settings)
 
     async def main() -> None:
         client = Redis.from_url(redis_settings.url, **redis_settings.client_options())

@@ -17,7 +17,8 @@ class GatewaySettings(ComponentSettings):
     host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 to serve other hosts")
     port: int = Field(8765, ge=0, le=65535, description="0 picks a free port")
     path: str = Field("/ws", description="WebSocket endpoint; /healthz and /metrics are served beside it")
-    tokens: dict[str, SecretStr] = Field(default_factory=dict, description="client name -> token")
+    tokens: dict[str, SecretStr] = Field(default_factory=dict, description="client name -> token",
+                                         examples=[{"client-name": "token"}])
     allow_anonymous: bool = Field(False, description="accept clients without a token (trusted networks only)")
     allowed_origins: list[str] = Field(
         default_factory=list, description="browser Origins allowed to connect; ['*'] allows any"
