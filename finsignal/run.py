@@ -114,12 +114,11 @@ def _replay(directory: Path, kafka: KafkaSettings, speed: float | None, stop: th
 
 async def _show(redis_settings: RedisSettings, symbols: list[str] | None, stop: threading.Event,
                 duration_s: float | None, quiet: bool) -> int:
-    from redis.asyncio import Redis
-
     from consumers.watch import print_signals, tail
+    from ingest.redis_client import async_client
     from signals.contracts import Signal
 
-    client = Redis.from_url(redis_settings.url, **redis_settings.client_options())
+    client = async_client(redis_settings)
     printer = print_signals()
     shown = 0
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ingest.contracts import ContractError, Document, decode_document, decode_market_event
+from ingest.redis_client import sync_client
 from ingest.kafka import DeadLetter, ensure_topics, make_producer, send_dead_letter
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
@@ -117,13 +118,12 @@ class Worker:
 
     def run(self) -> None:
         """Run until `stop()`; publishes and commits what it holds, then closes cleanly."""
-        import redis
         from kafka import KafkaConsumer
         from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
         ensure_topics(self.kafka, self.topics.all())
         self._producer = make_producer(self.kafka)
-        client = redis.Redis.from_url(self.redis_settings.url, **self.redis_settings.client_options())
+        client = sync_client(self.redis_settings)
         self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s)
         self._consumer = KafkaConsumer(
             self.topics.news,
