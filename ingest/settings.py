@@ -27,6 +27,8 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 def redact_url(url: str) -> str:
     """The URL with any credentials replaced by `***`, for messages and logs."""
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     netloc, slash, path = rest.partition("/")
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]

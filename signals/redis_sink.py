@@ -11,6 +11,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
+from ingest.redis_client import is_cluster
 from signals.contracts import Signal
 from signals.keys import KEYS, SignalKeys
 
@@ -61,6 +62,12 @@ class RedisSignalSink:
         self._ttl = dedupe_ttl_s
         self.keys = keys
         self._script = client.register_script(_PUBLISH_LUA)
+        self._cluster = is_cluster(client)
+        if self._cluster:
+            # redis-py's Cluster pipelines have no script support (they cannot load a script into a
+            # node that lacks it), so the script is loaded into every primary here and called by
+            # digest; a node that still lacks it (added, failed over, SCRIPT FLUSH) gets it below.
+            client.script_load(_PUBLISH_LUA)
 
     def publish(self, signals: Sequence[Signal]) -> list[str | None]:
         """Publish in one pipeline; return each signal's stream entry id, or None if it was a duplicate."""
@@ -69,8 +76,7 @@ class RedisSignalSink:
         try:
             results = self._execute(signals)
         except NoScriptError:
-            # A Cluster node that never ran the script (new, failed over, SCRIPT FLUSH). Nothing of the
-            # failed calls was applied, and what was is idempotent: load everywhere and run the batch again.
+            # Nothing of a failed call was applied and every call is idempotent: load, run again.
             self._client.script_load(_PUBLISH_LUA)
             results = self._execute(signals)
         return [r.decode() if isinstance(r, bytes) else r for r in results[1:]]
@@ -84,10 +90,11 @@ class RedisSignalSink:
         # document's offset is committed, even across crashes and retries.
         pipe.sadd(keys.symbols, *sorted({sig.symbol for sig in signals}))
         for sig in signals:
-            self._script(
-                keys=[keys.stream(sig.symbol), keys.seen(sig.symbol, sig.id), keys.latest(sig.symbol)],
-                args=[sig.id, sig.model_dump_json(), self._ttl, self._maxlen, keys.channel(sig.symbol),
-                      str(sig.ts_event)],
-                client=pipe,
-            )
+            script_keys = [keys.stream(sig.symbol), keys.seen(sig.symbol, sig.id), keys.latest(sig.symbol)]
+            args = [sig.id, sig.model_dump_json(), self._ttl, self._maxlen, keys.channel(sig.symbol),
+                    str(sig.ts_event)]
+            if self._cluster:
+                pipe.execute_command("EVALSHA", self._script.sha, len(script_keys), *script_keys, *args)
+            else:
+                self._script(keys=script_keys, args=args, client=pipe)
         return pipe.execute(raise_on_error=True)
