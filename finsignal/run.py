@@ -67,6 +67,7 @@ def run(
         ensure_topics(infra.kafka, topics.all())
         model_dir = worker_settings.model_dir or demo_model_dir()
         model = load_backend(model_dir, worker_settings)
+        _log_model(model_dir)
         worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings,
                         model_loader=lambda path: load_backend(path, worker_settings))
         threads = [threading.Thread(target=worker.run, name="worker", daemon=True)]
@@ -97,6 +98,21 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     signal_module.signal(signal_module.SIGINT, handler)
     signal_module.signal(signal_module.SIGTERM, handler)
+
+
+def _log_model(model_dir: Path) -> None:
+    """Say which model scores, and what its eval accuracy was measured on."""
+    from finsignal.demo import eval_accuracy, training_data
+
+    card = training_data(model_dir)
+    fields = {"path": str(model_dir), "eval_accuracy": eval_accuracy(model_dir)}
+    if card is None:
+        log.info("run.model", **fields, training_data="not recorded")
+    elif card.get("real_news") is False:
+        # The demo model: a number like 0.9 on template headlines must not pass for real-world skill.
+        log.warning("run.model", **fields, training_data=card.get("kind"), real_news=False, caveat=card.get("caveat"))
+    else:
+        log.info("run.model", **fields, training_data=card.get("kind"))
 
 
 def _replay(directory: Path, kafka: KafkaSettings, speed: float | None, stop: threading.Event) -> None:
