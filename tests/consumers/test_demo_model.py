@@ -37,6 +37,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first one trains the demo model
 def test_plain_bad_and_good_headlines_come_out_right(demo_model):
     model = SentimentModel.load(demo_model)
     probs = model.score(list(PLAIN))
@@ -45,6 +46,7 @@ def test_plain_bad_and_good_headlines_come_out_right(demo_model):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first one trains the demo model
 def test_report_and_metadata_say_the_eval_set_is_template_generated(demo_model):
     report = json.loads((demo_model / "report.json").read_text())
     assert report["data"]["kind"] == "template-generated" and report["data"]["real_news"] is False

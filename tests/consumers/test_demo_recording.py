@@ -62,6 +62,7 @@ def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # trains a model, then replays five hours twice, on a shared 2-core machine
 def test_demo_backtest_trades_dozens_of_times_and_compare_shows_different_pnl(tiny_model_dir, other_model,
                                                                               tmp_path):
     result = CliRunner().invoke(app, ["--log-level", "WARNING", "backtest", "--recording", str(DEMO), "--model",
