@@ -41,8 +41,8 @@ from typing import Any, Literal
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.stream_reads import StreamReads
@@ -262,6 +262,11 @@ class SignalStream:
                 for stream, entries in reply or []:
                     for entry_id, fields in entries:
                         yield self._delivery(stream, entry_id, fields)
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError) as exc:
+                # Cluster failover and resharding answer CLUSTERDOWN / TRYAGAIN for a while: wait, as for an outage.
+                log.warning("stream.redis_unavailable", group=self.group, error=repr(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 5.0)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -270,10 +275,6 @@ class SignalStream:
                 self._streams.clear()
                 reads.cancel()
                 next_discovery = 0.0
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                log.warning("stream.redis_unavailable", group=self.group, error=repr(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, 5.0)
 
     async def _wanted_streams(self) -> list[str]:
         if self.symbols is not None and self.patterns is None:

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ingest.contracts import ContractError, Document, decode_document, decode_market_event
-from ingest.redis_client import sync_client
 from ingest.kafka import DeadLetter, ensure_topics, make_producer, send_dead_letter
+from ingest.redis_client import sync_client
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
 from signals.contracts import Signal

@@ -7,6 +7,7 @@ Before: trained and evaluated on the same templates (eval accuracy 1.0), it call
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,9 +31,12 @@ PLAIN = {
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory: pytest.TempPathFactory):
-    cache = tmp_path_factory.mktemp("cache")
+    """The demo model as `finsignal run` builds it: from FINSIGNAL_CACHE_DIR when set (builds there are keyed
+    by corpus and recipe, so a cached one is this very model), else trained into a temporary cache."""
+    if os.environ.get("FINSIGNAL_CACHE_DIR"):
+        return demo_model_dir(progress=False)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FINSIGNAL_CACHE_DIR", str(cache))
+        mp.setenv("FINSIGNAL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         return demo_model_dir(progress=False)
 
 

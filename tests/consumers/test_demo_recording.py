@@ -56,7 +56,7 @@ def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_path, eval_path = sample_corpus()
     out = tmp_path_factory.mktemp("models") / "other"
     config = TrainConfig(hidden_size=48, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=96,
-                         vocab_size=768, epochs=2, seed=3, name="tiny-other")
+                         vocab_size=768, epochs=1, seed=3, name="tiny-other")
     train(train_path, out, eval_path, config, progress=False, data_card=sample_card())
     return out
 
