@@ -134,8 +134,8 @@ class RedisSettings(ComponentSettings):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
-        if url is None:
-            return url
+        if not url:  # FINSIGNAL_REDIS_URL= (empty) means unset, as for `finsignal run`'s embedded Redis
+            return None
         scheme, sep, _ = url.partition("://")
         if not sep or scheme.lower() not in REDIS_SCHEMES:
             raise ValueError(f"Redis URL {redact_url(url)!r} must start with one of "

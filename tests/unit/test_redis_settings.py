@@ -34,6 +34,11 @@ def test_a_url_without_scheme_is_refused_with_an_example_and_no_password():
     assert "hunter2" not in str(info.value).split("input_value")[0]
 
 
+def test_an_empty_url_means_unset(monkeypatch):
+    monkeypatch.setenv("FINSIGNAL_REDIS_URL", "")
+    assert RedisSettings().url is None
+
+
 def test_environment_selects_cluster_and_sentinel_credentials(monkeypatch):
     monkeypatch.setenv("FINSIGNAL_REDIS_URL", "redis://node1:7000")
     monkeypatch.setenv("FINSIGNAL_REDIS_CLUSTER", "true")
