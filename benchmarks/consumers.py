@@ -31,6 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/consumers.py` from anywhere
 
+from signals.keys import KEYS  # noqa: E402 - after the path fix above
+
 TITLE = "backtest replay throughput; gateway fan-out vs bare Redis XREAD"
 TOKEN = "bench-token"
 
@@ -164,7 +166,7 @@ def _clients_process(mode: str, target: str, key: str, clients: int, expect: int
                 ws = await websockets.connect(target, compression=None, max_queue=None, ping_interval=None)
                 await ws.send(json.dumps({"v": 1, "type": "hello", "token": TOKEN}))
                 await ws.recv()  # welcome
-                await ws.send(json.dumps({"v": 1, "type": "subscribe", "symbols": [key.removeprefix("signals:")]}))
+                await ws.send(json.dumps({"v": 1, "type": "subscribe", "symbols": [KEYS.symbol_of(key)]}))
                 await ws.recv()  # subscribed
                 conns.append(ws)
             ready.set()
@@ -243,8 +245,8 @@ def bench_fanout(quick: bool, clients: int, rate: float = 50.0) -> list[dict[str
             plans = [("xread x1", "xread", server.url, 1), (f"xread x{clients}", "xread", server.url, clients),
                      (f"gateway x{clients}", "ws", ws_url, clients)]
             for i, (label, mode, target, c) in enumerate(plans):
-                burst = _one_run(ctx, mode, target, server.url, f"signals:BURST{i}", c, burst_n, None)
-                paced = _one_run(ctx, mode, target, server.url, f"signals:PACED{i}", c, paced_n, rate)
+                burst = _one_run(ctx, mode, target, server.url, KEYS.stream(f"BURST{i}"), c, burst_n, None)
+                paced = _one_run(ctx, mode, target, server.url, KEYS.stream(f"PACED{i}"), c, paced_n, rate)
                 rows.append({"path": label, "clients": c, "burst_signals": burst_n,
                              "signals_per_s": burst["signals_per_s"], "deliveries_per_s": burst["deliveries_per_s"],
                              "burst_p99_ms": burst["p99_ms"], "paced_rate": rate, "paced_p50_ms": paced["p50_ms"],

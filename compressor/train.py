@@ -244,12 +244,15 @@ def train(
     progress: bool = True,
     teacher: Callable[[list[str]], Any] | None = None,
     teacher_name: str | None = None,
+    data_card: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train a classifier on `train_path` and write the checkpoint to `out`; return the report.
 
     `teacher`, if given, maps texts to logits (N x 3, columns bearish/neutral/bullish); with
     `config.distill_alpha > 0` the model also learns from those soft targets (knowledge distillation).
-    `teacher_name` goes into the lineage.
+    `teacher_name` goes into the lineage. `data_card` says what the train and eval data are (e.g.
+    template-generated, not real news); it is written to `report.json` (`data`, and beside the eval
+    metrics) and `finsignal.json` (`lineage.data`), so no accuracy travels without it.
     """
     import torch
     from transformers import LlamaForSequenceClassification
@@ -330,12 +333,18 @@ def train(
     if eval_corpus is not None:
         final = evaluate(model, tokenizer, eval_corpus, config.max_length)
         report["eval"] = {"path": str(eval_corpus.path), "sha256": eval_corpus.sha256, **final}
+        if data_card is not None:
+            report["eval"]["data"] = data_card.get("kind")
+            report["eval"]["caveat"] = data_card.get("caveat")
+    if data_card is not None:
+        report["data"] = data_card
     lineage = {
         "base": None,
         "train_sha256": train_corpus.sha256,
         "eval_sha256": eval_corpus.sha256 if eval_corpus else None,
         "recipe": {"stage": "train", **asdict(config)},
         "teacher": teacher_name if teacher is not None and config.distill_alpha > 0 else None,
+        **({"data": data_card} if data_card is not None else {}),
     }
     meta = save_checkpoint(model, tokenizer, out, name=config.name, lineage=lineage, report=report)
     report["model"] = {"name": meta["name"], "version": meta["version"], "content_hash": meta["content_hash"]}

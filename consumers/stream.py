@@ -16,9 +16,14 @@ Delivery is at least once, in stream order per symbol:
 - duplicate signal ids (a document re-scored and published again) are acknowledged and dropped;
 - with `max_deliveries`, a signal whose handler has failed that many times (a poison signal that
   crashes every attempt) is moved to the stream `finsignal:deadletter:{strategy}` and acknowledged,
-  so the group can move on. Attempts are counted in the hash `finsignal:attempts:{strategy}`, one
-  more round trip per signal, because Redis' own delivery counter also counts entries that were
-  read in a batch but never reached a handler.
+  so the group can move on. Attempts are counted in a hash per stream,
+  `finsignal:attempts:{SYMBOL}:{strategy}` (in the stream's Cluster slot, so the acknowledgement and
+  the reset are one transaction), one more round trip per signal, because Redis' own delivery
+  counter also counts entries that were read in a batch but never reached a handler.
+
+`client` is a `redis.asyncio.Redis` or `redis.asyncio.cluster.RedisCluster`: build it with
+`ingest.redis_client.async_client(RedisSettings())` to follow `FINSIGNAL_REDIS_*` (one server,
+Sentinel or Cluster). Key names come from `signals.keys` (`keys=` selects another layout).
 """
 
 from __future__ import annotations
@@ -36,17 +41,17 @@ from typing import Any, Literal
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from consumers.stream_reads import StreamReads
+from ingest.redis_client import async_client
+from ingest.settings import RedisSettings
 from signals.contracts import ContractError, Signal, decode_signal
-from signals.redis_sink import LATEST_KEY, STREAM_PREFIX, SYMBOLS_KEY, stream_key
+from signals.keys import KEYS, SignalKeys
 
 log = structlog.get_logger(__name__)
-
-DEADLETTER_PREFIX = "finsignal:deadletter:"
-ATTEMPTS_PREFIX = "finsignal:attempts:"
 
 Handler = Callable[[Signal], Awaitable[object] | object]
 # Quix-style error callback: return True to acknowledge the signal and go on, False to re-raise.
@@ -91,27 +96,25 @@ class Delivery:
     stream: str
     entry_id: str
     signal: Signal | None
-
-    @property
-    def symbol(self) -> str:
-        return symbol_of(self.stream)
+    symbol: str
 
 
-async def known_symbols(client: Redis) -> list[str]:
+async def known_symbols(client: Redis, keys: SignalKeys = KEYS) -> list[str]:
     """Symbols that have a signal stream."""
-    return sorted(_text(s) for s in await client.smembers(SYMBOLS_KEY))
+    return sorted(_text(s) for s in await client.smembers(keys.symbols))
 
 
-async def latest(client: Redis, symbols: Iterable[str] | None = None) -> dict[str, Signal]:
+async def latest(client: Redis, symbols: Iterable[str] | None = None, keys: SignalKeys = KEYS) -> dict[str, Signal]:
     """The most recent signal per symbol, by `ts_event` (all symbols when none are named)."""
-    raw = await client.hgetall(LATEST_KEY)
-    wanted = set(symbols) if symbols else None
-    out = {}
-    for key, value in raw.items():
-        sym = _text(key)
-        if wanted is None or sym in wanted:
-            out[sym] = decode_signal(value)
-    return out
+    wanted = sorted(set(symbols)) if symbols else await known_symbols(client, keys)
+    if not wanted:
+        return {}
+    # One GET per symbol in a pipeline: on a Cluster each goes to its slot's node.
+    pipe = client.pipeline(transaction=False)
+    for sym in wanted:
+        pipe.get(keys.latest(sym))
+    values = await pipe.execute()
+    return {sym: decode_signal(value) for sym, value in zip(wanted, values) if value is not None}
 
 
 def _newer(candidate: Signal, current: Signal | None) -> bool:
@@ -141,6 +144,7 @@ class SignalStream:
         claim_interval_s: float = 5.0,
         max_deliveries: int | None = None,
         dedupe_capacity: int = 100_000,
+        keys: SignalKeys = KEYS,
     ) -> None:
         if not strategy:
             raise ValueError("a strategy name is required: it names the consumer group")
@@ -158,6 +162,7 @@ class SignalStream:
         self.claim_min_idle_ms = claim_min_idle_ms
         self.claim_interval_s = claim_interval_s
         self.max_deliveries = max_deliveries
+        self.keys = keys
         self.snapshot: dict[str, Signal] = {}  # newest handled signal per symbol, by ts_event
         self._streams: list[str] = []
         self._recent = _RecentIds(dedupe_capacity)
@@ -165,11 +170,10 @@ class SignalStream:
 
     @property
     def deadletter_stream(self) -> str:
-        return f"{DEADLETTER_PREFIX}{self.group}"
+        return self.keys.deadletter(self.group)
 
-    @property
-    def _attempts_key(self) -> str:
-        return f"{ATTEMPTS_PREFIX}{self.group}"
+    def _attempts_key(self, delivery: Delivery) -> str:
+        return self.keys.attempts(self.group, delivery.symbol)
 
     def close(self) -> None:
         """Stop after the current signal (which is acknowledged first)."""
@@ -178,7 +182,7 @@ class SignalStream:
     async def latest(self) -> dict[str, Signal]:
         """The newest published signal of each subscribed symbol, from Redis."""
         streams = await self._wanted_streams()
-        return await latest(self.client, [symbol_of(s) for s in streams])
+        return await latest(self.client, [self.keys.symbol_of(s) for s in streams], self.keys)
 
     async def __aiter__(self) -> AsyncIterator[Signal]:
         async with aclosing(self._deliveries()) as deliveries:
@@ -223,6 +227,15 @@ class SignalStream:
 
     async def _deliveries(self) -> AsyncIterator[Delivery]:
         """Own backlog first, then claimed and new entries, forever (until `close()`)."""
+        reads = StreamReads(self.client)
+        try:
+            async with aclosing(self._delivery_loop(reads)) as deliveries:
+                async for delivery in deliveries:
+                    yield delivery
+        finally:
+            reads.cancel()
+
+    async def _delivery_loop(self, reads: StreamReads) -> AsyncIterator[Delivery]:
         loop = asyncio.get_running_loop()
         next_discovery = next_claim = 0.0
         backoff = 0.1
@@ -243,36 +256,36 @@ class SignalStream:
                 if not self._streams:
                     await asyncio.sleep(min(self.block_ms / 1000, self.rediscover_s))
                     continue
-                reply = await self.client.xreadgroup(
-                    self.group, self.consumer, {s: ">" for s in self._streams}, count=self.count,
-                    block=self.block_ms,
-                )
+                reply = await reads.read({s: ">" for s in self._streams}, count=self.count, block_ms=self.block_ms,
+                                         group=self.group, consumer=self.consumer)
                 backoff = 0.1
                 for stream, entries in reply or []:
                     for entry_id, fields in entries:
                         yield self._delivery(stream, entry_id, fields)
+            except (RedisConnectionError, RedisTimeoutError, ClusterDownError, TryAgainError) as exc:
+                # Cluster failover and resharding answer CLUSTERDOWN / TRYAGAIN for a while: wait, as for an outage.
+                log.warning("stream.redis_unavailable", group=self.group, error=repr(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, 5.0)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 # The stream or group was deleted under us: create them again on the next pass.
                 log.warning("stream.group_missing", group=self.group, error=str(exc))
                 self._streams.clear()
+                reads.cancel()
                 next_discovery = 0.0
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                log.warning("stream.redis_unavailable", group=self.group, error=repr(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, 5.0)
 
     async def _wanted_streams(self) -> list[str]:
         if self.symbols is not None and self.patterns is None:
-            return [stream_key(s) for s in self.symbols]
-        existing = await known_symbols(self.client)
+            return [self.keys.stream(s) for s in self.symbols]
+        existing = await known_symbols(self.client, self.keys)
         wanted = set(self.symbols or ())
         if self.patterns is None:
             wanted.update(existing)
         else:
             wanted.update(s for s in existing if any(fnmatch.fnmatchcase(s, p) for p in self.patterns))
-        return [stream_key(s) for s in sorted(wanted)]
+        return [self.keys.stream(s) for s in sorted(wanted)]
 
     async def _discover(self) -> list[str]:
         """Join the group on streams not joined yet; return those."""
@@ -324,7 +337,7 @@ class SignalStream:
         """Count a handler attempt; dead-letter the signal instead once `max_deliveries` attempts failed."""
         if self.max_deliveries is None:
             return False
-        attempt = await self.client.hincrby(self._attempts_key, _attempt_field(delivery), 1)
+        attempt = await self.client.hincrby(self._attempts_key(delivery), _attempt_field(delivery), 1)
         if attempt <= self.max_deliveries:
             return False
         assert delivery.signal is not None
@@ -339,7 +352,7 @@ class SignalStream:
 
     def _delivery(self, stream: bytes | str, entry_id: bytes | str, fields: dict | None) -> Delivery:
         stream, entry_id = _text(stream), _text(entry_id)
-        return Delivery(stream, entry_id, self._parse(stream, entry_id, fields))
+        return Delivery(stream, entry_id, self._parse(stream, entry_id, fields), self.keys.symbol_of(stream))
 
     def _parse(self, stream: str, entry_id: str, fields: dict | None) -> Signal | None:
         if not fields:  # deleted or trimmed by MAXLEN while pending: nothing left to deliver
@@ -374,7 +387,7 @@ class SignalStream:
             return
         pipe = self.client.pipeline(transaction=True)
         pipe.xack(delivery.stream, self.group, delivery.entry_id)
-        pipe.hdel(self._attempts_key, _attempt_field(delivery))
+        pipe.hdel(self._attempts_key(delivery), _attempt_field(delivery))
         await pipe.execute()
 
 
@@ -383,19 +396,22 @@ def _attempt_field(delivery: Delivery) -> str:
 
 
 def consume(
-    redis_url: str,
+    redis: str | RedisSettings,
     strategy: str,
     handler: Handler,
     symbols: Iterable[str] | None = None,
     *,
     on_error: ErrorCallback | None = None,
-    redis_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> int:
-    """Blocking callback form for code that is not async: run `handler` on each signal until interrupted."""
+    """Blocking callback form for code that is not async: run `handler` on each signal until interrupted.
+
+    `redis` is a URL (credentials, TLS and `cluster` still come from `FINSIGNAL_REDIS_*`) or settings.
+    """
+    settings = redis if isinstance(redis, RedisSettings) else RedisSettings(url=redis)
 
     async def main() -> int:
-        client = Redis.from_url(redis_url, **(redis_options or {}))
+        client = async_client(settings)
         try:
             return await SignalStream(client, strategy, symbols, **options).run(handler, on_error=on_error)
         finally:
@@ -405,5 +421,5 @@ def consume(
 
 
 def symbol_of(stream: bytes | str) -> str:
-    """`signals:BTCUSDT` -> `BTCUSDT`."""
-    return _text(stream).removeprefix(STREAM_PREFIX)
+    """`signals:{BTCUSDT}` -> `BTCUSDT` (the default layout)."""
+    return KEYS.symbol_of(stream)

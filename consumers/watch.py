@@ -10,9 +10,10 @@ from typing import TextIO
 
 from redis.asyncio import Redis
 
-from consumers.stream import known_symbols, symbol_of
+from consumers.stream import known_symbols
+from consumers.stream_reads import StreamReads
 from signals.contracts import ContractError, Signal, decode_signal
-from signals.redis_sink import stream_key
+from signals.keys import KEYS, SignalKeys
 
 
 def format_signal(sig: Signal) -> str:
@@ -32,31 +33,44 @@ async def tail(
     limit: int | None = None,
     idle_timeout_s: float | None = None,
     block_ms: int = 1_000,
+    keys: SignalKeys = KEYS,
 ) -> int:
     """Call `on_signal` for each signal as it arrives; return how many were seen.
 
-    Stops after `limit` signals or `idle_timeout_s` without one, if given.
+    Stops after `limit` signals or `idle_timeout_s` without one, if given. `client` may be a Cluster
+    client: streams in different slots are read concurrently (`StreamReads`).
     """
+    reads = StreamReads(client)
+    try:
+        return await _tail(client, reads, symbols, on_signal, from_start=from_start, limit=limit,
+                           idle_timeout_s=idle_timeout_s, block_ms=block_ms, keys=keys)
+    finally:
+        reads.cancel()
+
+
+async def _tail(client: Redis, reads: StreamReads, symbols: list[str] | None, on_signal: Callable[[Signal], None], *,
+                from_start: bool, limit: int | None, idle_timeout_s: float | None, block_ms: int,
+                keys: SignalKeys) -> int:
     cursors: dict[str, str] = {}
     seen = 0
     loop = asyncio.get_running_loop()
     last_signal = loop.time()
     while limit is None or seen < limit:
-        for sym in symbols or await known_symbols(client):
-            key = stream_key(sym)
+        for sym in symbols or await known_symbols(client, keys):
+            key = keys.stream(sym)
             if key not in cursors:
                 cursors[key] = "0-0" if from_start else await _last_id(client, key)
         if not cursors:
             await asyncio.sleep(block_ms / 1000)
         else:
-            reply = await client.xread(cursors, block=block_ms, count=100)
+            reply = await reads.read(cursors, block_ms=block_ms, count=100)
             for stream, entries in reply or []:
                 for entry_id, fields in entries:
                     cursors[stream.decode() if isinstance(stream, bytes) else stream] = entry_id
                     try:
                         on_signal(decode_signal(fields[b"signal"]))
                     except (ContractError, KeyError) as exc:
-                        print(f"invalid entry {entry_id!r} on {symbol_of(stream)}: {exc}", file=sys.stderr)
+                        print(f"invalid entry {entry_id!r} on {keys.symbol_of(stream)}: {exc}", file=sys.stderr)
                         continue
                     seen += 1
                     last_signal = loop.time()

@@ -130,10 +130,9 @@ def watch(
     """Tail signals from FINSIGNAL_REDIS_URL."""
     import asyncio
 
-    from redis.asyncio import Redis
-
     from consumers.watch import print_signals, tail
     from ingest.reachability import check_redis
+    from ingest.redis_client import async_client
     from signals.settings import RedisSettings
 
     settings = RedisSettings()
@@ -143,7 +142,7 @@ def watch(
     check_redis(settings)
 
     async def main() -> None:
-        client = Redis.from_url(settings.url, **settings.client_options())
+        client = async_client(settings)
         try:
             await tail(client, symbols.split(",") if symbols else None, print_signals(),
                        from_start=from_start, limit=limit)

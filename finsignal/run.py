@@ -133,6 +133,7 @@ def run(
                 raise
         if infra.failure() is not None:  # a service died while we set up
             raise PipelineFailed(infra.failure())
+        _log_model(model_dir)
         announce_model(model, model_dir, worker_settings, demo=worker_settings.model_dir is None)
         worker = Worker(model, kafka=infra.kafka, topics=topics, redis_settings=infra.redis, settings=worker_settings,
                         model_loader=lambda path: load_backend(path, worker_settings))
@@ -195,6 +196,21 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal_module.signal(signal_module.SIGTERM, handler)
 
 
+def _log_model(model_dir: Path) -> None:
+    """Say which model scores, and what its eval accuracy was measured on."""
+    from finsignal.demo import eval_accuracy, training_data
+
+    card = training_data(model_dir)
+    fields = {"path": str(model_dir), "eval_accuracy": eval_accuracy(model_dir)}
+    if card is None:
+        log.info("run.model", **fields, training_data="not recorded")
+    elif card.get("real_news") is False:
+        # The demo model: a number like 0.9 on template headlines must not pass for real-world skill.
+        log.warning("run.model", **fields, training_data=card.get("kind"), real_news=False, caveat=card.get("caveat"))
+    else:
+        log.info("run.model", **fields, training_data=card.get("kind"))
+
+
 def _replay(directory: Path, kafka: KafkaSettings, speed: float | None, stop: threading.Event) -> None:
     from ingest.recording import replay
 
@@ -208,12 +224,11 @@ def _replay(directory: Path, kafka: KafkaSettings, speed: float | None, stop: th
 async def _show(infra: Infrastructure, symbols: list[str] | None, stop: threading.Event, failures: _Failures,
                 duration_s: float | None, quiet: bool) -> int:
     """Print signals as they arrive until stopped; watch the embedded services meanwhile."""
-    from redis.asyncio import Redis
-
     from consumers.watch import print_signals, tail
+    from ingest.redis_client import async_client
     from signals.contracts import Signal
 
-    client = Redis.from_url(infra.redis.url, **infra.redis.client_options())
+    client = async_client(infra.redis)
     printer = print_signals()
     shown = 0
 

@@ -73,8 +73,7 @@ async def _stats(sink: KafkaSink, interval_s: float, stop: asyncio.Event) -> Non
 
 def _seen(redis_url: str | None, source: str, ttl_s: int) -> SeenStore:
     # Credentials and TLS come from FINSIGNAL_REDIS_* whichever URL is used.
-    options = RedisSettings(url=redis_url).client_options() if redis_url else None
-    store = open_seen(redis_url, f"finsignal:ingest:seen:{source}", ttl_s, options)
+    store = open_seen(RedisSettings(url=redis_url) if redis_url else None, f"finsignal:ingest:seen:{source}", ttl_s)
     if isinstance(store, MemorySeen):
         log.warning("ingest.dedupe_in_memory", source=source,
                     hint="set FINSIGNAL_REDIS_URL so duplicates are also caught across restarts")

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from ingest.settings import RedisSettings
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -54,7 +56,11 @@ class MemorySeen:
 
 
 class RedisSeen:
-    """Keys in Redis as `{prefix}:{sha1(key)}` with a TTL, so state survives restarts and is shared."""
+    """Keys in Redis as `{prefix}:{sha1(key)}` with a TTL, so state survives restarts and is shared.
+
+    Each key is its own Cluster slot (no hash tag), so lookups are a pipeline of GETs rather than one
+    MGET, which a Cluster would refuse across slots; on one server it is the same single round trip.
+    """
 
     def __init__(self, client: Redis, prefix: str, ttl_s: int) -> None:
         self.client = client
@@ -68,7 +74,10 @@ class RedisSeen:
         keys = list(keys)
         if not keys:
             return set()
-        flags = await self.client.mget([self._key(k) for k in keys])
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(self._key(key))
+        flags = await pipe.execute()
         return {k for k, flag in zip(keys, flags) if flag is not None}
 
     async def mark(self, keys: Iterable[str]) -> None:
@@ -81,13 +90,13 @@ class RedisSeen:
         await self.client.aclose()
 
 
-def open_seen(redis_url: str | None, prefix: str, ttl_s: int, options: dict | None = None) -> SeenStore:
-    """Redis-backed when a URL is configured, else in memory (the caller logs which).
+def open_seen(redis: RedisSettings | None, prefix: str, ttl_s: int) -> SeenStore:
+    """Redis-backed when settings with a URL are given (one server, Sentinel or Cluster), else in memory.
 
-    `options` are `RedisSettings.client_options()`: credentials, TLS CA, timeouts.
+    The caller logs which.
     """
-    if not redis_url:
+    if redis is None or not redis.url:
         return MemorySeen()
-    from redis.asyncio import Redis
+    from ingest.redis_client import async_client
 
-    return RedisSeen(Redis.from_url(redis_url, **(options or {})), prefix, ttl_s)
+    return RedisSeen(async_client(redis), prefix, ttl_s)

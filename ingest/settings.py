@@ -24,6 +24,18 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "FINSIGNAL_CONFIG"
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any credentials replaced by `***`, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
 
 
 class ConfigError(ValueError):
@@ -132,25 +144,50 @@ class KafkaSettings(ComponentSettings):
 
 
 class RedisSettings(ComponentSettings):
-    """Redis connection (`FINSIGNAL_REDIS_*`). Use a `rediss://` URL for TLS."""
+    """Redis connection (`FINSIGNAL_REDIS_*`): one server, a Sentinel-managed master, or a Cluster.
+
+    Build clients with `ingest.redis_client.sync_client` / `async_client`, never from the URL alone.
+    """
 
     section: ClassVar[str] = "redis"
 
-    url: str | None = Field(None, description="redis:// or rediss:// URL; unset means `finsignal run` starts one")
+    url: str | None = Field(
+        None, description="redis:// or rediss:// (TLS) URL of a server or of any Cluster node, or "
+        "redis+sentinel://[user:password@]host[:port][,host[:port]...]/SERVICE[/DB] (rediss+sentinel:// for TLS) "
+        "for the master Sentinel names SERVICE; unset means `finsignal run` starts one")
+    cluster: bool | None = Field(
+        None, description="the URL names a Redis Cluster node; unset asks the server (INFO cluster) when connecting")
     username: str | None = None
     password: SecretStr | None = None
+    sentinel_username: str | None = Field(None, description="the Sentinels' own ACL user, if they require one")
+    sentinel_password: SecretStr | None = Field(None, description="the Sentinels' own password, if they require one")
     ssl_ca_certs: str | None = None
     socket_timeout_s: float = 5.0
 
     @field_validator("url")
     @classmethod
-    def _has_scheme(cls, url: str | None) -> str | None:
-        if url and "://" not in url:
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if not url:  # FINSIGNAL_REDIS_URL= (empty) means unset, as for `finsignal run`'s embedded Redis
+            return None
+        if "://" not in url:
             raise ValueError(f"no scheme; write redis://{url} (rediss:// for TLS)")
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme.lower() not in REDIS_SCHEMES:
+            raise ValueError(f"Redis URL {redact_url(url)!r} must start with one of "
+                             + ", ".join(f"{s}://" for s in REDIS_SCHEMES) + " (e.g. redis://localhost:6379/0)")
+        if scheme.lower().endswith("+sentinel"):
+            from ingest.redis_client import parse_sentinel_url  # here: that module imports this one
+
+            parse_sentinel_url(url)
         return url
 
+    @property
+    def sentinel(self) -> bool:
+        """The URL names Sentinels rather than a server."""
+        return bool(self.url) and self.url.partition("://")[0].lower().endswith("+sentinel")
+
     def client_options(self) -> dict:
-        """Keyword arguments for `redis.Redis.from_url` (sync or asyncio)."""
+        """Connection keyword arguments common to every client kind: credentials, TLS CA, timeouts."""
         if not self.url:
             raise ValueError("FINSIGNAL_REDIS_URL is not set (or use `finsignal run` for an embedded Redis)")
         opts: dict = {"socket_timeout": self.socket_timeout_s, "socket_connect_timeout": self.socket_timeout_s}

@@ -103,11 +103,12 @@ class ShadowScorer(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
-        import redis
+        from ingest.redis_client import sync_client
+        from signals.keys import SignalKeys
 
-        client = redis.Redis.from_url(self.redis_settings.url, **self.redis_settings.client_options())
-        self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen,
-                                     dedupe_ttl_s=self.settings.dedupe_ttl_s, prefix=self.settings.shadow_prefix)
+        client = sync_client(self.redis_settings)
+        self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s,
+                                     keys=SignalKeys(prefix=self.settings.shadow_prefix))
         try:
             self._load_initial()
             while True:

@@ -38,6 +38,7 @@ import structlog
 
 from ingest.contracts import ContractError, Document, decode_document, decode_market_event
 from ingest.kafka import DeadLetter, ensure_topics, make_producer, send_dead_letter
+from ingest.redis_client import sync_client
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
 from signals.contracts import Signal
@@ -136,13 +137,12 @@ class Worker:
 
     def run(self) -> None:
         """Run until `stop()`; publishes and commits what it holds, then closes cleanly."""
-        import redis
         from kafka import KafkaConsumer
         from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 
         ensure_topics(self.kafka, self.topics.all())
         self._producer = make_producer(self.kafka)
-        client = redis.Redis.from_url(self.redis_settings.url, **self.redis_settings.client_options())
+        client = sync_client(self.redis_settings)
         self._redis = client
         self._sink = RedisSignalSink(client, maxlen=self.settings.stream_maxlen, dedupe_ttl_s=self.settings.dedupe_ttl_s)
         self._consumer = KafkaConsumer(

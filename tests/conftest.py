@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from compressor.train import TrainConfig, train
-from finsignal.demo import sample_corpus
+from finsignal.demo import sample_card, sample_corpus
 from finsignal.embedded import EmbeddedKafka, EmbeddedRedis
 from ingest.settings import KafkaSettings, TopicSettings
 
@@ -78,5 +78,5 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     config = TrainConfig(hidden_size=64, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=128,
                          vocab_size=1024, epochs=3, name="tiny-test")
-    train(train_path, out, eval_path, config, progress=False)
+    train(train_path, out, eval_path, config, progress=False, data_card=sample_card())
     return out

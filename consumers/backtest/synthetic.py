@@ -7,6 +7,10 @@ model that reads headlines well earns money and one that does not, does not. Not
 data: the generator's parameters and seed are written into the manifest.
 
     python -m consumers.backtest.synthetic OUT_DIR [--hours 24] [--seed 7]
+    python -m consumers.backtest.synthetic finsignal/recordings/demo --demo    # the shipped demo, byte for byte
+
+The demo recording (`DEMO_SPEC`) adds headlines on equities and 8-K filings that have no prices (so
+`finsignal run` shows every kind of document; the backtest trades only what has prices).
 """
 
 from __future__ import annotations
@@ -29,7 +33,32 @@ ASSETS: dict[str, tuple[str, str, float, str]] = {
     "BTCUSDT": ("Bitcoin", "BTC", 67250.0, "0.1"),
     "ETHUSDT": ("Ether", "ETH", 3480.0, "0.01"),
     "SOLUSDT": ("Solana", "SOL", 165.0, "0.001"),
+    "XRPUSDT": ("XRP", "XRP", 0.62, "0.0001"),
+    "DOGEUSDT": ("Dogecoin", "DOGE", 0.16, "0.00001"),
 }
+
+# Documents without prices, for the demo: (company, ticker, CIK), and templated filings.
+EQUITIES = (("Apple", "AAPL", "320193"), ("Nvidia", "NVDA", "1045810"), ("Tesla", "TSLA", "1318605"),
+            ("Microsoft", "MSFT", "789019"), ("Boeing", "BA", "12927"))
+EQUITY_HEADLINES = (
+    "{name} beats quarterly estimates and raises full-year guidance",
+    "{name} shares tumble after weak sales",
+    "{name} to present at investor conference next week",
+    "{name} files for bankruptcy protection",
+    "{name} wins large government contract",
+    "{name} faces SEC investigation into accounting",
+    "{name} schedules annual shareholder meeting",
+)
+FILINGS = (
+    ("Results of Operations and Financial Condition",
+     "Item 2.02 Results of Operations and Financial Condition. The company reported record quarterly revenue "
+     "and raised its outlook."),
+    ("Departure of Directors or Certain Officers",
+     "Item 5.02 Departure of Directors or Certain Officers. The chief financial officer resigned, effective "
+     "immediately."),
+    ("Regulation FD Disclosure",
+     "Item 7.01 Regulation FD Disclosure. The company will present at an investor conference."),
+)
 
 HEADLINES: dict[str, tuple[str, ...]] = {
     "bullish": (
@@ -91,6 +120,8 @@ class SyntheticSpec:
     effect_minutes: int = 15
     volatility_bps: float = 4.0  # per minute
     seed: int = 7
+    equity_news_per_hour: float = 0.0  # headlines on symbols without prices
+    filings_per_hour: float = 0.0  # 8-K filings on those symbols
 
 
 def _kline(symbol: str, start: int, o: float, h: float, lo: float, c: float, volume: float, tick: str) -> Kline:
@@ -144,9 +175,47 @@ def generate(spec: SyntheticSpec) -> tuple[list[Document], list[Kline]]:
             kind="news", source="rss:synthetic-crypto-wire", title=str(rng.choice(MARKET_HEADLINES)),
             url=f"https://news.example.com/crypto/{serial:05d}", ts_event=ts_event, ts_ingest=ts_event + 500_000_000,
         ))
+    docs.extend(_unpriced(spec, rng, serial))
     docs.sort(key=lambda d: (d.ts_event, d.id))
     klines.sort(key=lambda k: (k.ts_event, k.symbol))
     return docs, klines
+
+
+def _unpriced(spec: SyntheticSpec, rng: np.random.Generator, serial: int) -> list[Document]:
+    """Equity headlines and 8-K filings: no prices, so the backtest scores but does not trade them."""
+    horizon_s = spec.minutes * 60
+    docs = []
+    for _ in range(rng.poisson(spec.equity_news_per_hour * spec.minutes / 60)):
+        name, ticker, _cik = EQUITIES[rng.integers(len(EQUITIES))]
+        ts_event = spec.start_ns + int(rng.uniform(0, horizon_s) * 1e9)
+        serial += 1
+        docs.append(Document.create(
+            kind="news", source="rss:synthetic-equity-wire",
+            title=EQUITY_HEADLINES[rng.integers(len(EQUITY_HEADLINES))].format(name=name),
+            url=f"https://news.example.com/equity/{serial:05d}", symbols=[ticker], ts_event=ts_event,
+            ts_ingest=ts_event + 250_000_000))
+    for i in range(rng.poisson(spec.filings_per_hour * spec.minutes / 60)):
+        _name, ticker, cik = EQUITIES[rng.integers(len(EQUITIES))]
+        item, body = FILINGS[rng.integers(len(FILINGS))]
+        ts_event = spec.start_ns + int(rng.uniform(0, horizon_s) * 1e9)
+        docs.append(Document.create(
+            kind="filing", source="sec-edgar", title=f"8-K: {item}", body=body, symbols=[ticker],
+            ts_event=ts_event, ts_ingest=ts_event + 400_000_000, accession=f"{int(cik):010d}-26-{i + 1:06d}",
+            cik=cik, form="8-K"))
+    return docs
+
+
+DEMO_SPEC = SyntheticSpec(
+    symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT"),
+    start_ns=1_793_710_800_000_000_000,  # 2026-11-03 13:00 UTC
+    minutes=5 * 60,
+    news_per_hour=8.0,
+    market_news_per_hour=1.0,
+    equity_news_per_hour=4.0,
+    filings_per_hour=1.0,
+    seed=20261103,
+)
+"""The shipped demo (`finsignal/recordings/demo`): five priced crypto symbols over five hours."""
 
 
 def write_recording(out_dir: str | Path, spec: SyntheticSpec | None = None) -> Path:
@@ -156,16 +225,22 @@ def write_recording(out_dir: str | Path, spec: SyntheticSpec | None = None) -> P
     docs, klines = generate(spec)
     with RecordingWriter(out) as writer:
         for doc in docs:
-            writer.write("news", doc.ts_event, doc.key, doc.to_bytes())
+            writer.write("filings" if doc.kind == "filing" else "news", doc.ts_event, doc.key, doc.to_bytes())
         for k in klines:
             writer.write("market.bybit.kline", k.ts_event, k.key, k.to_bytes())
     manifest = json.loads((out / MANIFEST).read_text())
+    generator = asdict(spec)
+    unpriced = spec.equity_news_per_hour > 0 or spec.filings_per_hour > 0
+    if not unpriced:  # recordings made before these options regenerate byte for byte
+        del generator["equity_news_per_hour"], generator["filings_per_hour"]
     manifest.update({
         "created_ns": spec.start_ns,  # deterministic: the same spec writes the same bytes
         "synthetic": True,
-        "description": "Synthetic: templated crypto headlines and a seeded random walk with a known news effect "
+        "description": "Synthetic: templated headlines and filings and a seeded random walk with a known news "
+                       "effect (consumers/backtest/synthetic.py). Not market data, not real news." if unpriced else
+                       "Synthetic: templated crypto headlines and a seeded random walk with a known news effect "
                        "(consumers/backtest/synthetic.py). Not market data.",
-        "generator": {**asdict(spec)},
+        "generator": generator,
     })
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
@@ -177,10 +252,17 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--seed", type=int, default=SyntheticSpec.seed)
     parser.add_argument("--symbols", default=",".join(SyntheticSpec.symbols))
+    parser.add_argument("--demo", action="store_true", help="the shipped demo recording (DEMO_SPEC); other "
+                        "options are ignored")
+    parser.add_argument("--overwrite", action="store_true", help="replace the recording files in a non-empty OUT")
     args = parser.parse_args()
-    if args.out.exists() and any(args.out.iterdir()):
-        parser.error(f"{args.out} is not empty")
-    spec = SyntheticSpec(symbols=tuple(args.symbols.split(",")), minutes=int(args.hours * 60), seed=args.seed)
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        parser.error(f"{args.out} is not empty (--overwrite replaces its recording files)")
+    if args.overwrite and args.out.is_dir():
+        for old in args.out.glob("*.jsonl"):
+            old.unlink()
+    spec = DEMO_SPEC if args.demo else SyntheticSpec(symbols=tuple(args.symbols.split(",")),
+                                                     minutes=int(args.hours * 60), seed=args.seed)
     write_recording(args.out, spec)
     print(f"wrote {args.out}")
 

@@ -56,8 +56,10 @@ from consumers.gateway.protocol import (
     signal_frame,
 )
 from consumers.gateway.settings import GatewaySettings
+from consumers.stream_reads import StreamReads
+from ingest.redis_client import async_client
 from signals.contracts import decode_signal
-from signals.redis_sink import LATEST_KEY, stream_key
+from signals.keys import KEYS, SignalKeys
 
 log = structlog.get_logger(__name__)
 
@@ -109,8 +111,10 @@ class Gateway:
     """The WebSocket gateway; use as `async with Gateway(redis, settings) as gw:` (see `gw.port`)."""
 
     def __init__(self, redis: Redis, settings: GatewaySettings | None = None, *,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        self.redis = redis
+                 clock: Callable[[], int] = time.time_ns, keys: SignalKeys = KEYS) -> None:
+        self.redis = redis  # one server, a Sentinel master or a Cluster (`ingest.redis_client.async_client`)
+        self.keys = keys
+        self._reads = StreamReads(redis)
         self.settings = settings or GatewaySettings()
         self.clock = clock
         check_settings(self.settings)
@@ -165,6 +169,7 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._reads.cancel()
         log.info("gateway.stopped")
 
     async def __aenter__(self) -> Gateway:
@@ -343,7 +348,7 @@ class Gateway:
     async def _follow(self, symbol: str) -> str:
         """Make the reader follow a symbol's stream; return the entry id live delivery starts after."""
         if symbol not in self._cursors:
-            newest = await self.redis.xrevrange(stream_key(symbol), count=1)
+            newest = await self.redis.xrevrange(self.keys.stream(symbol), count=1)
             self._cursors[symbol] = _text(newest[0][0]) if newest else "0-0"
             self._changed.set()
         return self._cursors[symbol]
@@ -352,14 +357,14 @@ class Gateway:
         """Symbols whose resume point is older than the oldest entry still retained."""
         truncated = []
         for sym, start in message.resume_from.items():
-            oldest = await self.redis.xrange(stream_key(sym), count=1)
+            oldest = await self.redis.xrange(self.keys.stream(sym), count=1)
             if oldest and _sid(_text(oldest[0][0])) > _sid(start) and start != "0-0":
                 truncated.append(sym)
         return tuple(truncated)
 
     async def _replay(self, client: _Client, symbol: str) -> None:
         """Send what followed the resume point, paced by the client's queue, then go live."""
-        key = stream_key(symbol)
+        key = self.keys.stream(symbol)
         half = max(1, self.settings.max_queue // 2)
         while (sub := client.subs.get(symbol)) is not None and not client.closed and not sub.live:
             entries = await self.redis.xrange(key, min="({}-{}".format(*sub.cursor), count=self.settings.read_count)
@@ -381,7 +386,10 @@ class Gateway:
                     self._offer(client, frame, sub.cursor[0], "signal")
 
     async def _snapshot(self, client: _Client, symbols: tuple[str, ...]) -> None:
-        values = await self.redis.hmget(LATEST_KEY, list(symbols))
+        pipe = self.redis.pipeline(transaction=False)  # one GET per symbol: each in its own Cluster slot
+        for sym in symbols:
+            pipe.get(self.keys.latest(sym))
+        values = await pipe.execute()
         for sym, raw in zip(symbols, values):
             if raw is None:
                 continue
@@ -426,9 +434,9 @@ class Gateway:
             self._changed.clear()
             await self._changed.wait()
         self._changed.clear()
-        streams = {stream_key(s): c for s, c in self._cursors.items()}
-        read = asyncio.ensure_future(self.redis.xread(streams, count=self.settings.read_count,
-                                                      block=self.settings.read_block_ms))
+        streams = {self.keys.stream(s): c for s, c in self._cursors.items()}
+        read = asyncio.ensure_future(self._reads.read(streams, count=self.settings.read_count,
+                                                      block_ms=self.settings.read_block_ms))
         read.add_done_callback(_retrieve)  # an abandoned read's failure is of no interest
         changed = asyncio.ensure_future(self._changed.wait())
         try:
@@ -439,11 +447,12 @@ class Gateway:
                 # A symbol was added or dropped (or we are stopping): nothing read is lost, the
                 # cursors did not move.
                 read.cancel()
+                self._reads.cancel()
         if read not in done:
             await asyncio.wait({read})  # neither raises its outcome nor swallows our own cancellation
             return
         for stream, entries in read.result() or []:
-            symbol = _text(stream).removeprefix("signals:")
+            symbol = self.keys.symbol_of(stream)
             if symbol not in self._cursors:
                 continue  # unsubscribed meanwhile
             for entry_id, fields in entries:
@@ -587,7 +596,7 @@ def serve_forever(host: str | None = None, port: int | None = None) -> None:
     check_redis(redis_settings)
 
     async def main() -> None:
-        client = Redis.from_url(redis_settings.url, **redis_settings.client_options())
+        client = async_client(redis_settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal_module.SIGINT, signal_module.SIGTERM):

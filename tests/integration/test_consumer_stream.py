@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from consumers.stream import SignalStream, latest
 from ingest.contracts import Document
 from signals.contracts import ClassProbs, ModelInfo, Signal
+from signals.keys import KEYS
 from signals.redis_sink import RedisSignalSink
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def test_republished_signal_is_not_delivered_twice(redis_server, redis_client):
     sig = make_signal(1)
     assert sink.publish([sig])[0] is not None
     assert sink.publish([sig]) == [None]  # a re-scored document after a crash adds nothing
-    assert redis_client.xlen("signals:BTCUSDT") == 1
+    assert redis_client.xlen(KEYS.stream("BTCUSDT")) == 1
 
 
 def test_latest_snapshot_per_symbol(redis_server, redis_client):

@@ -12,6 +12,7 @@ from ingest.contracts import Document
 from ingest.kafka import DEADLETTER_REASON, DEADLETTER_SOURCE, ensure_topics, make_producer
 from signals.contracts import decode_signal
 from signals.model import SentimentModel
+from signals.keys import KEYS
 from signals.redis_sink import stream_key
 from signals.settings import RedisSettings, WorkerSettings
 from signals.worker import Worker
@@ -78,8 +79,8 @@ def test_documents_become_signals_and_offsets_are_committed(tiny_model_dir, kafk
         assert sig.symbol == doc.symbols[0]
         assert sig.ts_event == doc.ts_event and sig.ts_ingest == doc.ts_ingest <= sig.ts_scored
         assert sig.model.name == "tiny-test"
-    latest = redis_client.hgetall("finsignal:latest")
-    assert {k.decode() for k in latest} == symbols
+    assert {s.decode() for s in redis_client.smembers(KEYS.symbols)} == symbols
+    assert all(redis_client.exists(KEYS.latest(s)) for s in symbols)
 
 
 def test_malformed_record_goes_to_deadletter_and_worker_keeps_going(tiny_model_dir, kafka_settings, topics,

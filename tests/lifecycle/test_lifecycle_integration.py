@@ -16,6 +16,7 @@ from signals import metrics
 from signals.backends import load_backend
 from signals.contracts import decode_signal
 from signals.model import SentimentModel
+from signals.keys import SignalKeys
 from signals.redis_sink import stream_key
 from signals.registry import ModelRegistry
 from signals.settings import RedisSettings, WorkerSettings
@@ -168,10 +169,10 @@ def test_shadow_signals_go_only_to_the_shadow_streams_and_topic(tiny_model_dir, 
     # Redis: nothing of the shadow under the live names, which is all `signals:*` readers see
     live_keys = {k.decode() for k in redis_client.scan_iter("signals:*")}
     assert live_keys == {stream_key(s) for s in SYMBOLS}
-    latest = {k.decode(): decode_signal(v).model.version for k, v in redis_client.hgetall("finsignal:latest").items()}
-    assert set(latest.values()) == {live_version}
-    assert {decode_signal(v).model.version for v in redis_client.hgetall("shadow:finsignal:latest").values()} == {
-        shadow_version}
+    live_keys, shadow_keys = SignalKeys(), SignalKeys(prefix="shadow:")
+    latest = {decode_signal(redis_client.get(live_keys.latest(s))).model.version for s in SYMBOLS}
+    assert latest == {live_version}
+    assert {decode_signal(redis_client.get(shadow_keys.latest(s))).model.version for s in SYMBOLS} == {shadow_version}
     # Kafka: the audit topic holds live only, signals.shadow the shadow only
     assert {s.model.version for s in topic_signals(kafka_settings, topics.signals)} == {live_version}
     shadow_topic = topic_signals(kafka_settings, topics.signals_shadow)

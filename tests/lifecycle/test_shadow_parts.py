@@ -9,6 +9,7 @@ from ingest.contracts import Document
 from ingest.settings import KafkaSettings, TopicSettings
 from signals import metrics
 from signals.contracts import ClassProbs, ModelInfo, Signal
+from signals.keys import SignalKeys
 from signals.redis_sink import RedisSignalSink
 from signals.settings import RedisSettings, WorkerSettings
 from signals.shadow import ShadowScorer
@@ -39,11 +40,11 @@ def test_prefixed_sink_keeps_shadow_signals_out_of_the_live_names(redis_client):
     pubsub = redis_client.pubsub()
     pubsub.psubscribe("signals.*")
     pubsub.get_message(timeout=1)
-    sink = RedisSignalSink(redis_client, maxlen=100, dedupe_ttl_s=60, prefix="shadow:")
+    sink = RedisSignalSink(redis_client, maxlen=100, dedupe_ttl_s=60, keys=SignalKeys(prefix="shadow:"))
     assert sink.publish([sig])[0] is not None
     assert sink.publish([sig]) == [None]  # idempotent under the prefix too
     keys = {k.decode() for k in redis_client.keys("*")}
     assert keys and all(k.startswith("shadow:") for k in keys), keys
-    assert redis_client.xlen("shadow:signals:AAPL") == 1
+    assert redis_client.xlen("shadow:signals:{AAPL}") == 1
     assert pubsub.get_message(timeout=0.5) is None  # live subscribers hear nothing
     pubsub.close()
