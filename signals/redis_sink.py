@@ -58,7 +58,6 @@ class RedisSignalSink:
 
     def __init__(self, client: Any, *, maxlen: int, dedupe_ttl_s: int, keys: SignalKeys = KEYS) -> None:
         self._client = client
-        self._prefix = prefix  # prepended to every key and channel: shadow signals live apart from live ones
         self._maxlen = maxlen
         self._ttl = dedupe_ttl_s
         self.keys = keys
