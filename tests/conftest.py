@@ -6,17 +6,25 @@ flushed per test, so tests never see each other's data.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from compressor.train import TrainConfig, train
 from finsignal.demo import sample_card, sample_corpus
 from finsignal.embedded import EmbeddedKafka, EmbeddedRedis
 from ingest.settings import KafkaSettings, TopicSettings
+
+# CI replays the same examples every run (a property failure there is reproducible, not a coin toss) and
+# judges properties, not speed: no per-example deadline on a shared 2-core machine. Locally, examples vary.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # kafka-python 3.x defaults to a 45 s session; a group join takes about half of it on Tansu.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
