@@ -170,7 +170,9 @@ class RedisSettings(ComponentSettings):
         if not url:  # FINSIGNAL_REDIS_URL= (empty) means unset, as for `finsignal run`'s embedded Redis
             return None
         if "://" not in url:
-            raise ValueError(f"no scheme; write redis://{url} (rediss:// for TLS)")
+            shown = redact_url(f"redis://{url}")
+            raise ValueError(f"no scheme; write {shown} (rediss:// for TLS): it must start with one of "
+                             + ", ".join(f"{s}://" for s in REDIS_SCHEMES))
         scheme, sep, _ = url.partition("://")
         if not sep or scheme.lower() not in REDIS_SCHEMES:
             raise ValueError(f"Redis URL {redact_url(url)!r} must start with one of "
