@@ -25,9 +25,8 @@ def test_submit_drops_rather_than_waits_when_the_shadow_is_behind(tmp_path: Path
     shadow = ShadowScorer(tmp_path / "none", lambda p: None, settings=WorkerSettings(shadow_queue=2),
                           kafka=KafkaSettings(), topics=TopicSettings(), redis_settings=RedisSettings())
     dropped = metrics.SHADOW_DROPPED._value.get()
-    began = time.perf_counter()
-    accepted = [shadow.submit([doc(i)], []) for i in range(5)]  # the thread is not running: nothing drains
-    assert time.perf_counter() - began < 0.5
+    # the thread is not running, so nothing drains: a submit that waited would hang here, not return False
+    accepted = [shadow.submit([doc(i)], []) for i in range(5)]
     assert accepted == [True, True, False, False, False]
     assert metrics.SHADOW_DROPPED._value.get() - dropped == 3
 
