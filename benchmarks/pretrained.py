@@ -219,12 +219,11 @@ def measure_child(kind: str, path: str, texts_file: str, out_file: str, threads:
         disk = sum(p.stat().st_size for p in Path(path).glob("*.safetensors"))
         params = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
     else:
-        from signals.prompt import PROMPT_TAIL, PromptModel
+        from signals.prompt import PromptModel
 
         prompt = PromptModel.load(path, threads=threads)
         batches, singles, groups = _encoded(prompt.tokenizer, texts, 32, 256, list(prompt.head),
                                             list(prompt.tail))
-        del PROMPT_TAIL
 
         def forward(batch: dict[str, Any]) -> Any:
             rows = [[int(t) for t, m in zip(r, k) if m] for r, k in zip(batch["input_ids"], batch["attention_mask"])]
@@ -264,15 +263,14 @@ def side_by_side(encoder_dir: Path, head_file: Path, artifacts: dict[str, Path],
                  rounds: int, latency_samples: int) -> dict[str, Any]:
     """Encoder and artifacts in one process, alternating: batch-32 documents/s and batch-1 latency."""
     code = ("import sys, json; sys.path.insert(0, %r); from benchmarks.pretrained import _side_child; "
-            "_side_child(json.loads(sys.argv[1]))" % str(ROOT))
+            "_side_child(json.loads(open(sys.argv[1]).read()))" % str(ROOT))
     spec = {"encoder": str(encoder_dir), "head": str(head_file), "artifacts": {k: str(v) for k, v in artifacts.items()},
             "texts": texts, "threads": threads, "rounds": rounds, "latency_samples": latency_samples}
     spec_file = head_file.parent / "side_by_side_spec.json"
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, "-c", code.replace("json.loads(sys.argv[1])",
-                                                              "json.loads(open(sys.argv[1]).read())"),
-                           str(spec_file)], capture_output=True, text=True, env=env, timeout=7200)
+    proc = subprocess.run([sys.executable, "-c", code, str(spec_file)], capture_output=True, text=True, env=env,
+                          timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"side-by-side timing failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -452,12 +450,10 @@ def _cost(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def checks(rows: list[dict[str, Any]], side: dict[str, Any], base_bytes: int) -> dict[str, bool]:
-    by = {r["model"].split(" (")[0].split(",")[0]: r for r in rows}
     tuned = next(r for r in rows if r["model"].startswith("SmolLM2 fine-tuned,") and r["model"].endswith("fp32"))
     comp = next(r for r in rows if "compressed" in r["model"])
     tfidf = next(r for r in rows if r["model"].startswith("TF-IDF"))
     enc = next(r for r in rows if r["model"].startswith("all-MiniLM"))
-    del by
     return {
         "fine-tuned beats TF-IDF + LR by >= 2 points": tuned["accuracy"] - tfidf["accuracy"] >= 0.02,
         "fine-tuned beats the sentence encoder by >= 2 points": tuned["accuracy"] - enc["accuracy"] >= 0.02,

@@ -272,7 +272,7 @@ def load_base(base: str | Path, config: FinetuneConfig) -> tuple[Any, Any, Any]:
     return checked, tokenizer, model
 
 
-def _check_data(train: Corpus, eval_corpus: Corpus | None) -> None:
+def _check_data(train: Corpus) -> None:
     missing = [label for label, n in train.class_counts().items() if n < 2]
     if missing:
         raise DataError(f"{train.path}: fewer than 2 examples of {', '.join(missing)}; every class needs some")
@@ -287,7 +287,6 @@ def finetune(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune `base` on `train_path` with successive layer dropping; write the checkpoint to `out`."""
-    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
@@ -298,7 +297,7 @@ def finetune(
     out = Path(out)
     train_corpus = load_corpus(train_path, min_examples=8)
     eval_corpus = load_corpus(eval_path, min_examples=1) if eval_path else None
-    _check_data(train_corpus, eval_corpus)
+    _check_data(train_corpus)
     if config.threads:
         torch.set_num_threads(config.threads)
     started = time.perf_counter()
@@ -444,7 +443,6 @@ def finetune(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("finetune.done", out=str(out), version=meta["version"], layers=len(model.model.layers),
              seconds=round(train_seconds, 1), **{k: report.get("eval", {}).get(k) for k in ("accuracy", "macro_f1")})
-    del np
     return report
 
 

@@ -61,8 +61,6 @@ def kept_token_ids(tokenizer_json: dict[str, Any], corpus_ids: Iterable[int], mi
     stack = [by_id[i] for i, n in counts.items() if n >= min_count and i in by_id]
     while stack:
         token = stack.pop()
-        if token in keep and token not in parents:
-            continue
         if token in keep:
             continue
         keep.add(token)
@@ -80,11 +78,8 @@ def trimmed_tokenizer_json(tokenizer_json: dict[str, Any], old_ids: list[int]) -
     vocab = {t: new_id[i] for t, i in model["vocab"].items() if i in new_id}
     model["vocab"] = vocab
     merges = model.get("merges") or []
-    string_form = bool(merges) and isinstance(merges[0], str)
     model["merges"] = [m for m, (a, b) in zip(merges, _merge_pairs(merges)) if a + b in vocab and a in vocab
                        and b in vocab]
-    if string_form:
-        model["merges"] = [m for m in model["merges"]]
     for added in out.get("added_tokens") or []:
         added["id"] = new_id[added["id"]]
     post = out.get("post_processor")
