@@ -40,13 +40,20 @@ class FinetuneConfig:
     """Settings of `finetune`; the defaults fit ~4,000 sentences on 2 CPU cores in well under 30 minutes."""
 
     target_layers: int = 12  # depth to reach by successive dropping (<= the base's depth)
+    teacher_layers: int | None = 16  # dropping pauses here; this model trains, then teaches the target depth
+    teacher_epochs: float = 1.0  # passes at teacher depth before its predictions are recorded
+    distill_alpha: float = 0.5  # weight of the teacher's soft labels against the true labels
+    distill_temperature: float = 2.0
     drop_every: int = 6  # optimizer steps between two drops
     warmup_steps: int = 12  # steps at full depth before the first drop (the head and the body meet)
     criterion: str = "skip_loss"  # skip_loss (task loss when a layer is bypassed), block_influence, angular
+    # on the way down to the teacher the head is still untrained, so a task loss says little and costs a
+    # forward per candidate layer; a representation criterion (one forward) decides those drops
+    teacher_criterion: str | None = "block_influence"  # None: `criterion` for every drop
     probe_examples: int = 64  # held-out training examples the criterion is measured on
     keep_last_layer: bool = True  # the head reads the last layer's output: never drop it
     freeze_embeddings: bool = True
-    epochs: float = 3.0  # passes over the training split (fractional allowed)
+    epochs: float = 2.0  # passes over the training split at the target depth (fractional allowed)
     max_steps: int | None = None  # cap on optimizer steps (None: epochs decide)
     batch_size: int = 16
     learning_rate: float = 1e-4
@@ -69,10 +76,16 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Raise `ValueError` on settings that cannot work, before anything is loaded."""
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion {self.criterion!r}: expected one of {', '.join(CRITERIA)}")
+        for value in (self.criterion, self.teacher_criterion or self.criterion):
+            if value not in CRITERIA:
+                raise ValueError(f"criterion {value!r}: expected one of {', '.join(CRITERIA)}")
         if self.target_layers < 1:
             raise ValueError("target_layers must be >= 1")
+        if self.teacher_layers is not None and self.teacher_layers <= self.target_layers:
+            raise ValueError(f"teacher_layers {self.teacher_layers} must be more than target_layers "
+                             f"{self.target_layers} (or None: no teacher)")
+        if not 0 <= self.distill_alpha <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
         if self.drop_every < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("drop_every, batch_size and eval_every must be >= 1")
         if not 0 <= self.validation_fraction < 0.5:
@@ -232,20 +245,20 @@ def skip_losses(model: Any, data: _Batches, batches: list[list[int]], candidates
 
 
 def _choose_victim(model: Any, config: FinetuneConfig, probe: _Batches, probe_batches: list[list[int]],
-                   autocast: bool) -> tuple[int, list[float]]:
+                   autocast: bool, criterion: str) -> tuple[int, list[float]]:
     """The layer to drop now and the scores it was chosen by (one per layer; inf = protected)."""
     from compressor.stages.calibration import layer_scores
 
     n = len(model.model.layers)
     candidates = list(range(n - 1 if config.keep_last_layer and n > 1 else n))
-    if config.criterion == "skip_loss":
+    if criterion == "skip_loss":
         cand_scores = skip_losses(model, probe, probe_batches, candidates, autocast)
     else:
         calib = []
         for idx in probe_batches:
             batch = probe.collate(idx)
             calib.append({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
-        all_scores = layer_scores(model, calib, config.criterion)
+        all_scores = layer_scores(model, calib, criterion)
         model.train()
         cand_scores = [all_scores[i] for i in candidates]
     scores = [math.inf] * n
@@ -253,6 +266,82 @@ def _choose_victim(model: Any, config: FinetuneConfig, probe: _Batches, probe_ba
         scores[i] = s
     victim = min(candidates, key=lambda i: (scores[i], i))
     return victim, scores
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which steps end in a layer drop, the step the teacher is recorded after, and the learning rate.
+
+    Without a teacher: `warmup_steps` at full depth, then a drop every `drop_every` steps down to the target,
+    all inside `epochs` passes. With one: drops down to the teacher's depth, `teacher_epochs` of training
+    there, the teacher's predictions recorded, then drops down to the target and `epochs` passes of
+    distillation (drops included). The learning rate warms up and decays (cosine) once per phase, so the
+    teacher is a converged model and the student starts its phase at full rate.
+    """
+
+    drops: tuple[int, ...]
+    teacher_step: int | None
+    teacher_layers: int | None
+    total: int
+    warmup_fraction: float
+
+    def factor(self, step: int) -> float:
+        """Multiplier on the base learning rates for optimizer step `step` (0-based)."""
+        start, end = 0, self.total
+        if self.teacher_step is not None:
+            start, end = (0, self.teacher_step) if step < self.teacher_step else (self.teacher_step, self.total)
+        length, t = max(1, end - start), step - start
+        warm = max(1, int(length * self.warmup_fraction))
+        return min(1.0, (t + 1) / warm) * 0.5 * (1 + math.cos(math.pi * t / length))
+
+
+def plan_schedule(config: FinetuneConfig, start_layers: int, steps_per_epoch: int) -> Schedule:
+    """The step plan for a base of `start_layers` layers; `ValueError` when the drops do not fit."""
+    teacher = None if config.teacher_layers is None else min(config.teacher_layers, start_layers)
+    if teacher is None or teacher <= config.target_layers:
+        n_drops = start_layers - config.target_layers
+        drops = [config.warmup_steps + k * config.drop_every for k in range(n_drops)]
+        total, teacher_step, teacher = max(1, round(config.epochs * steps_per_epoch)), None, None
+    else:
+        first = [config.warmup_steps + k * config.drop_every for k in range(start_layers - teacher)]
+        teacher_step = (first[-1] if first else 0) + max(1, round(config.teacher_epochs * steps_per_epoch))
+        drops = first + [teacher_step + k * config.drop_every for k in range(teacher - config.target_layers)]
+        total = teacher_step + max(1, round(config.epochs * steps_per_epoch))
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    if drops and drops[-1] >= total or (teacher_step is not None and teacher_step >= total):
+        raise ValueError(f"{len(drops)} drops every {config.drop_every} steps after {config.warmup_steps} warm-up "
+                         f"steps (and the teacher's training) need more than the {total} steps planned; raise "
+                         "epochs or lower drop_every")
+    return Schedule(tuple(drops), teacher_step, teacher, total, config.warmup_fraction)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None, config: FinetuneConfig) -> torch.Tensor:
+    """Cross-entropy on the labels, mixed with the teacher's tempered distribution when there is one."""
+    import torch.nn.functional as F
+
+    hard = F.cross_entropy(logits, labels)
+    if soft is None or config.distill_alpha == 0:
+        return hard
+    t = config.distill_temperature
+    kd = F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(soft / t, dim=-1), log_target=True,
+                  reduction="batchmean") * t * t
+    return config.distill_alpha * kd + (1 - config.distill_alpha) * hard
+
+
+def _predict_logits(model: Any, data: _Batches, autocast: bool) -> torch.Tensor:
+    """Logits of every example of `data`, indexed like it (the teacher's soft labels)."""
+    import torch
+
+    out = torch.zeros(len(data.ids), model.config.num_labels)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for idx in data.ordered(64):
+            batch = data.collate(idx)
+            batch.pop("labels")
+            out[idx] = model(**batch, use_cache=False).logits.float()
+    model.train()
+    return out.clone()  # an inference tensor cannot be indexed into autograd-tracked losses otherwise
 
 
 def load_base(base: str | Path, config: FinetuneConfig) -> tuple[Any, Any, Any]:
@@ -330,39 +419,35 @@ def finetune(
     model.config.use_cache = False
     model.train()
     start_layers = len(model.model.layers)
-    n_drops = start_layers - config.target_layers
     steps_per_epoch = math.ceil(len(data.ids) / config.batch_size)
-    total = max(1, int(round(config.epochs * steps_per_epoch)))
-    total = min(total, config.max_steps) if config.max_steps else total
-    drop_steps = [config.warmup_steps + k * config.drop_every for k in range(n_drops)]
-    if drop_steps and drop_steps[-1] >= total:
-        raise ValueError(f"{n_drops} drops every {config.drop_every} steps after {config.warmup_steps} warm-up "
-                         f"steps need more than the {total} steps planned; raise epochs or lower drop_every")
-    warm = max(1, int(total * config.warmup_fraction))
+    plan = plan_schedule(config, start_layers, steps_per_epoch)
     autocast = use_bf16_autocast(config.bf16_autocast)
     optimizer = _optimizer(model, config)
     log.info("finetune.start", base=str(base), layers=start_layers, target_layers=config.target_layers,
-             examples=len(data.ids), steps=total, criterion=config.criterion,
-             trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
+             teacher_layers=plan.teacher_layers, examples=len(data.ids), steps=plan.total,
+             criterion=config.criterion, trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     history: list[dict[str, Any]] = []
     drops: list[dict[str, Any]] = []
+    teacher: dict[str, Any] | None = None
+    soft: torch.Tensor | None = None  # the teacher's logits per training example
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     best_step, stale, stopped_early = None, 0, False
     step, epoch, loss_sum, loss_n = 0, 0, 0.0, 0
-    bar = tqdm(total=total, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=plan.total, desc="fine-tune", unit="step", disable=not progress, dynamic_ncols=True)
     batches: list[list[int]] = []
-    while step < total:
+    while step < plan.total:
         if not batches:
             epoch += 1
             batches = data.epoch(config.batch_size, rng)
         idx = batches.pop()
-        factor = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / total))
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            group["lr"] = group["base_lr"] * plan.factor(step)
         batch = data.collate(idx)
+        labels = batch.pop("labels")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**batch, use_cache=False).loss
+            logits = model(**batch, use_cache=False).logits.float()
+        loss = _loss(logits, labels, None if soft is None else soft[idx], config)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
@@ -371,17 +456,29 @@ def finetune(
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1)
         bar.set_postfix(layers=len(model.model.layers), loss=f"{loss_sum / loss_n:.3f}")
-        if step in drop_steps:
-            victim, scores = _choose_victim(model, config, probe, probe_batches, autocast)
+        if step == plan.teacher_step:
+            soft = _predict_logits(model, data, autocast)
+            teacher = {"step": step, "layers": len(model.model.layers),
+                       "kept_layers": _kept_original(drops, start_layers)}
+            if val is not None:
+                _, preds = _loss_on(model, val, val.ordered(64))
+                teacher.update(val_accuracy=accuracy(val.labels, preds), val_macro_f1=macro_f1(val.labels, preds))
+                bar.write(f"step {step}: teacher ({teacher['layers']} layers) val accuracy "
+                          f"{teacher['val_accuracy']:.4f} macro-F1 {teacher['val_macro_f1']:.4f}")
+            log.info("finetune.teacher", **{k: v for k, v in teacher.items() if k != "kept_layers"})
+        if step in plan.drops:
+            before_teacher = plan.teacher_step is not None and step < plan.teacher_step
+            criterion = (config.teacher_criterion or config.criterion) if before_teacher else config.criterion
+            victim, scores = _choose_victim(model, config, probe, probe_batches, autocast, criterion)
             _drop(model, victim)
             optimizer = _optimizer(model, config)  # its state held the removed layer's moments
             decision = {"step": step, "dropped_original": _original_index(drops, victim, start_layers),
-                        "dropped_now": victim, "layers_left": len(model.model.layers),
+                        "dropped_now": victim, "layers_left": len(model.model.layers), "criterion": criterion,
                         "scores": [round(s, 5) if math.isfinite(s) else None for s in scores]}
             drops.append(decision)
             log.debug("finetune.drop", **{k: v for k, v in decision.items() if k != "scores"})
         at_target = len(model.model.layers) == config.target_layers
-        if val is not None and at_target and (step % config.eval_every == 0 or step == total):
+        if val is not None and at_target and (step % config.eval_every == 0 or step == plan.total):
             val_loss, preds = _loss_on(model, val, val.ordered(64))
             metric = macro_f1(val.labels, preds)
             row = {"step": step, "epoch": epoch, "train_loss": round(loss_sum / max(1, loss_n), 5),
@@ -417,7 +514,7 @@ def finetune(
         "base": {"path": str(checked.directory), "content_hash": checked.content_hash,
                  "layers": start_layers, "name": checked.meta.get("name")},
         "config": asdict(config),
-        "steps": step, "planned_steps": total, "bf16_autocast": autocast, "stopped_early": stopped_early, "best_step": best_step,
+        "steps": step, "planned_steps": plan.total, "teacher": teacher, "bf16_autocast": autocast, "stopped_early": stopped_early, "best_step": best_step,
         "history": history, "drops": drops,
         "kept_layers": _kept_original(drops, start_layers),
         "vocabulary": vocab_report,
@@ -435,7 +532,8 @@ def finetune(
         "train_sha256": train_corpus.sha256,
         "eval_sha256": eval_corpus.sha256 if eval_corpus else None,
         "recipe": {"stage": "finetune", **asdict(config)},
-        "teacher": None,
+        "teacher": None if teacher is None else {"self_distilled": True, "layers": teacher["layers"],
+                                                 "kept_layers": teacher["kept_layers"]},
     }
     model.config.architectures = ["LlamaForSequenceClassification"]
     meta = save_checkpoint(model, tokenizer, out, name=config.name, lineage=lineage, report=report)

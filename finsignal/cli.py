@@ -333,7 +333,7 @@ def compress_train(
     eval: Annotated[Optional[Path], typer.Option("--eval", help="held-out JSONL for the report")] = None,
     base: Annotated[Optional[Path], typer.Option(
         help="pretrained LLaMA checkpoint (finsignal compress import) to fine-tune; without it, train from scratch")] = None,
-    epochs: Annotated[Optional[float], typer.Option(min=0.01, help="passes over the data [scratch 4, --base 3]")] = None,
+    epochs: Annotated[Optional[float], typer.Option(min=0.01, help="passes over the data [scratch 4; --base 2, after the teacher's]")] = None,
     layers: Annotated[Optional[int], typer.Option(min=1, help="scratch: decoder layers [2]")] = None,
     hidden: Annotated[Optional[int], typer.Option(min=16, help="scratch: hidden size [128]")] = None,
     heads: Annotated[Optional[int], typer.Option(min=1, help="scratch: attention heads [4]")] = None,
@@ -345,6 +345,14 @@ def compress_train(
     target_layers: Annotated[Optional[int], typer.Option(
         min=1, help="--base: depth reached by successive layer dropping while fine-tuning [12]")] = None,
     drop_every: Annotated[int, typer.Option(min=1, help="--base: optimizer steps between two layer drops")] = 6,
+    teacher_layers: Annotated[Optional[int], typer.Option(
+        min=0, help="--base: depth where dropping pauses to train a teacher that the target depth distills from; "
+                    "0: no teacher [16]")] = None,
+    teacher_epochs: Annotated[float, typer.Option(min=0.01, help="--base: passes at the teacher's depth")] = 1.0,
+    teacher_criterion: Annotated[Optional[str], typer.Option(
+        help="--base: criterion for the drops down to the teacher [block_influence]")] = None,
+    distill_alpha: Annotated[float, typer.Option(
+        min=0, max=1, help="--base: weight of the teacher's soft labels against the true labels")] = 0.5,
     criterion: Annotated[str, typer.Option(
         help="--base: which layer goes: skip_loss (task loss with the layer bypassed), block_influence, angular")
     ] = "skip_loss",
@@ -378,7 +386,7 @@ def compress_train(
                 raise _fail(f"{', '.join(given)} shape a model trained from scratch; with --base the shape is "
                             "the base model's (use --target-layers for its depth)")
             report = _finetune(base, data, out, eval, epochs, max_length, batch_size, lr, target_layers,
-                               drop_every, criterion, freeze_embeddings, label_words, validation_fraction,
+                               drop_every, teacher_layers, teacher_epochs, teacher_criterion, distill_alpha, criterion, freeze_embeddings, label_words, validation_fraction,
                                patience, eval_every, max_steps, bf16, threads, seed, name)
         else:
             report = _train_scratch(data, out, eval, epochs, layers, hidden, heads, kv_heads, vocab, max_length,
@@ -413,7 +421,8 @@ def _train_scratch(data: Path, out: Path, eval: Optional[Path], epochs: Optional
 
 def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: Optional[float], max_length: int,
               batch_size: Optional[int], lr: Optional[float], target_layers: Optional[int], drop_every: int,
-              criterion: str, freeze_embeddings: bool, label_words: str, validation_fraction: float,
+              teacher_layers: Optional[int], teacher_epochs: float, teacher_criterion: Optional[str],
+              distill_alpha: float, criterion: str, freeze_embeddings: bool, label_words: str, validation_fraction: float,
               patience: int, eval_every: int, max_steps: Optional[int], bf16: str, threads: Optional[int],
               seed: int, name: Optional[str]) -> dict:
     from compressor.finetune import FinetuneConfig, finetune
@@ -424,6 +433,9 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
     defaults = FinetuneConfig()
     config = FinetuneConfig(
         target_layers=target_layers or defaults.target_layers, drop_every=drop_every, criterion=criterion,
+        teacher_layers=_teacher_depth(teacher_layers, target_layers or defaults.target_layers, defaults.teacher_layers),
+        teacher_epochs=teacher_epochs, distill_alpha=distill_alpha,
+        teacher_criterion=teacher_criterion or defaults.teacher_criterion,
         freeze_embeddings=freeze_embeddings, epochs=epochs or defaults.epochs, max_steps=max_steps,
         batch_size=batch_size or defaults.batch_size, learning_rate=defaults.learning_rate if lr is None else lr,
         max_length=max_length, label_words=words, validation_fraction=validation_fraction,  # type: ignore[arg-type]
@@ -431,6 +443,13 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
         name=name or defaults.name,
     )
     return finetune(base, data, out, eval, config)
+
+
+def _teacher_depth(given: Optional[int], target: int, default: Optional[int]) -> Optional[int]:
+    """--teacher-layers as given (0: none); unset, the default teacher when it is deeper than the target."""
+    if given is not None:
+        return given or None
+    return default if default is not None and default > target else None
 
 
 @compress_app.command("import")

@@ -65,7 +65,8 @@ def corpus() -> tuple[Path, Path]:
 
 def _config(**changes: Any) -> FinetuneConfig:
     base = dict(target_layers=3, drop_every=2, warmup_steps=2, max_steps=14, batch_size=16, eval_every=2,
-                patience=50, probe_examples=24, label_words=WORDS, bf16_autocast="off", learning_rate=1e-3)
+                patience=50, probe_examples=24, label_words=WORDS, bf16_autocast="off", learning_rate=1e-3,
+                teacher_layers=None)
     return FinetuneConfig(**{**base, **changes})
 
 
@@ -101,6 +102,53 @@ def test_layers_dropped_on_schedule_embeddings_frozen(base_dir: Path, corpus: tu
     meta = json.loads((tmp_path / "out" / "finsignal.json").read_text())
     assert meta["lineage"]["recipe"]["stage"] == "finetune" and meta["max_length"] == 512
     assert report["vocabulary"]["kept_vocab"] < report["vocabulary"]["original_vocab"]
+
+
+def test_teacher_trained_then_distilled_into_target(base_dir: Path, corpus: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    train_path, eval_path = corpus
+    config = _config(teacher_layers=5, teacher_epochs=0.1, target_layers=3, epochs=1.0)
+    report = finetune(base_dir, train_path, tmp_path / "out", eval_path, config, progress=False)
+
+    teacher_step = report["teacher"]["step"]
+    # one drop down to the teacher, its training, then drops every 2 steps from the teacher's record on
+    assert [d["step"] for d in report["drops"]] == [2, teacher_step, teacher_step + 2]
+    assert teacher_step > 2 and report["teacher"]["layers"] == 5 and len(report["teacher"]["kept_layers"]) == 5
+    assert [d["criterion"] for d in report["drops"]] == ["block_influence", "skip_loss", "skip_loss"]
+    assert "val_accuracy" in report["teacher"]
+    meta = json.loads((tmp_path / "out" / "finsignal.json").read_text())
+    assert meta["lineage"]["teacher"]["layers"] == 5
+
+
+def test_schedule_restarts_the_learning_rate_for_the_student() -> None:
+    from compressor.finetune import plan_schedule
+
+    config = FinetuneConfig(target_layers=12, teacher_layers=16, warmup_steps=12, drop_every=6, teacher_epochs=1.0,
+                            epochs=2.0)
+    plan = plan_schedule(config, start_layers=30, steps_per_epoch=100)
+    assert plan.drops[:14] == tuple(12 + 6 * k for k in range(14)) and plan.teacher_step == 90 + 100
+    assert plan.drops[14:] == (190, 196, 202, 208) and plan.total == 190 + 200
+    assert plan.factor(plan.teacher_step - 1) < 0.01 and plan.factor(plan.teacher_step) > 0  # decayed, restarted
+    assert plan.factor(plan.teacher_step + 20) > 0.95  # the student warmed up again
+    with pytest.raises(ValueError, match="steps planned"):
+        plan_schedule(FinetuneConfig(epochs=0.01), start_layers=30, steps_per_epoch=100)
+
+
+def test_distillation_loss_mixes_teacher_and_labels() -> None:
+    import torch
+
+    from compressor.finetune import _loss
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    labels = torch.tensor([0])
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    only_teacher = FinetuneConfig(distill_alpha=1.0)
+    assert float(_loss(logits, labels, logits.clone(), only_teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert float(_loss(logits, labels, None, only_teacher)) == pytest.approx(float(ce))
+    half = FinetuneConfig(distill_alpha=0.5)
+    kd = float(_loss(logits, labels, torch.tensor([[0.0, 3.0, 0.0]]), only_teacher))
+    assert kd > 0
+    assert float(_loss(logits, labels, torch.tensor([[0.0, 3.0, 0.0]]), half)) == pytest.approx(0.5 * kd + 0.5 * float(ce))
 
 
 def test_unfrozen_embeddings_train(base_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
