@@ -164,9 +164,26 @@ def save_w8a8(model: Any, tokenizer: Any, out: Path, *, name: str, lineage: dict
         _prepare(out, plain, tokenizer)
         plain.save_pretrained(out, safe_serialization=True)
         compressor.update_config(str(out))
+    if int8_embeddings:
+        _split_int8_embeddings(model, out)
     runtime = {"kind": "w8a8", "int8_embeddings": int8_embeddings,
                "scheme": "int8 weights per-channel symmetric, int8 activations dynamic per-token symmetric"}
     return write_meta(out, name=name, lineage=lineage, runtime=runtime, max_length=max_length)
+
+
+def _split_int8_embeddings(model: Any, out: Path) -> None:
+    """Move the token embedding out of model.safetensors into int8 rows + per-row scales (EMBEDDING_FILE)."""
+    from safetensors.torch import load_file
+
+    from compressor.runtime.int8 import quantize_per_channel
+    from compressor.runtime.loader import EMBEDDING_FILE, EMBEDDING_QWEIGHT, EMBEDDING_SCALE
+
+    emb = model.model.embed_tokens
+    q, scale = (emb.qweight, emb.scale) if isinstance(emb, Int8Embedding) else quantize_per_channel(emb.weight)
+    tensors = load_file(out / "model.safetensors")
+    del tensors["model.embed_tokens.weight"]
+    _save_tensors(tensors, out / "model.safetensors")
+    _save_tensors({EMBEDDING_QWEIGHT: q, EMBEDDING_SCALE: scale.reshape(-1).float()}, out / EMBEDDING_FILE)
 
 
 def verify_w8a8(out: Path, model: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,11 @@ class VllmBackend:
         prefix, suffix = special_tokens_around(tokenizer)
         info, declared = read_model_info(directory, tokenizer)
         max_length = min(declared, settings.max_length)
-        llm = vllm.LLM(model=str(directory), runner="pooling", dtype=dtype, trust_remote_code=False,
-                       max_model_len=max_length)
+        from compressor.runtime.loader import vllm_directory
+
+        cache = os.environ.get("FINSIGNAL_CACHE_DIR") or Path.home() / ".cache" / "finsignal"
+        llm = vllm.LLM(model=str(vllm_directory(directory, cache)), runner="pooling", dtype=dtype,
+                       trust_remote_code=False, max_model_len=max_length)
         return cls(llm, tokenizer, info, max_length, "classifier", prefix, suffix)
 
     def encode_chunks(self, texts: list[str], overlap: int) -> list[list[list[int]]]:

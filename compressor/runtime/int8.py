@@ -103,6 +103,20 @@ class Int8Embedding(nn.Module):
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.reshape(-1, 1).contiguous())
 
+    @classmethod
+    def from_quantized(cls, qweight: torch.Tensor, scale: torch.Tensor, padding_idx: int | None = None) -> Int8Embedding:
+        """The embedding as stored: int8 rows [vocab, hidden] and one scale per row."""
+        if qweight.dtype != torch.int8 or qweight.dim() != 2 or scale.numel() != qweight.shape[0]:
+            raise ValueError(f"Int8Embedding needs int8 rows and one scale each, got {qweight.dtype} "
+                             f"{tuple(qweight.shape)} and {scale.numel()} scales")
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.num_embeddings, module.embedding_dim = qweight.shape
+        module.padding_idx = padding_idx
+        module.register_buffer("qweight", qweight.contiguous())
+        module.register_buffer("scale", scale.detach().float().reshape(-1, 1).contiguous())
+        return module
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.qweight[ids].float().mul_(self.scale[ids])
 

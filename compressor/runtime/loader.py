@@ -24,6 +24,12 @@ WEIGHT_FILES = {"sparse24": "model.sparse24.safetensors", "lowrank": "model.lowr
                 "kmeans": "model.kmeans.safetensors", "w8a8": "model.safetensors", "hf": "model.safetensors"}
 
 
+# The W8A8 export keeps the token embedding's int8 rows beside the compressed-tensors file, so that file
+# stays what vLLM and transformers read; `vllm_directory` gives vLLM a view with the rows in bf16.
+EMBEDDING_FILE = "embed_tokens.int8.safetensors"
+EMBEDDING_QWEIGHT, EMBEDDING_SCALE = "model.embed_tokens.qweight", "model.embed_tokens.scale"
+
+
 class ArtifactError(RuntimeError):
     """A directory whose declared kind and files do not match."""
 
@@ -66,6 +72,11 @@ def _finish(model: Any, tensors: dict[str, Any], directory: Path) -> Any:
     import torch
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+    from compressor.runtime.int8 import Int8Embedding
+
+    if EMBEDDING_QWEIGHT in tensors:  # int8 rows as stored: no float table is ever built
+        model.model.embed_tokens = Int8Embedding.from_quantized(
+            tensors.pop(EMBEDDING_QWEIGHT), tensors.pop(EMBEDDING_SCALE), model.config.pad_token_id)
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     model.load_state_dict(tensors, strict=False, assign=True)
     model.model.rotary_emb = LlamaRotaryEmbedding(config=model.config)
@@ -85,7 +96,8 @@ def _int8_embeddings(model: Any) -> None:
     from compressor.runtime.int8 import Int8Embedding
 
     emb = model.model.embed_tokens
-    model.model.embed_tokens = Int8Embedding(emb.weight.detach(), emb.padding_idx)
+    if not isinstance(emb, Int8Embedding):
+        model.model.embed_tokens = Int8Embedding(emb.weight.detach(), emb.padding_idx)
 
 
 def _load_w8a8(directory: Path, info: dict[str, Any]) -> Any:
@@ -94,6 +106,8 @@ def _load_w8a8(directory: Path, info: dict[str, Any]) -> Any:
     from compressor.runtime.int8 import Int8Linear, fuse_projections
 
     tensors = load_file(directory / "model.safetensors")
+    if (directory / EMBEDDING_FILE).is_file():
+        tensors.update(load_file(directory / EMBEDDING_FILE))
     model = _skeleton(directory)
     for key in [k for k in tensors if k.endswith(".weight_scale")]:
         name = key[: -len(".weight_scale")]
@@ -188,3 +202,41 @@ def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
     loaders = {"w8a8": _load_w8a8, "sparse24": _load_sparse24, "lowrank": _load_lowrank, "kmeans": _load_kmeans}
     with torch.inference_mode(False):
         return loaders[kind](directory, info)
+
+
+def vllm_directory(directory: str | Path, cache: str | Path) -> Path:
+    """`directory` as vLLM can load it: itself, or (int8 embedding rows on disk) a view under `cache`.
+
+    The view links every file of the artifact except the int8 rows and adds them dequantized to bf16 as
+    `model.embed_tokens.weight`; it is built once per content and reused.
+    """
+    import hashlib
+    import os
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    directory = Path(directory).resolve()
+    rows = directory / EMBEDDING_FILE
+    if not rows.is_file():
+        return directory
+    digest = hashlib.sha256(rows.read_bytes() + (directory / "model.safetensors").read_bytes()).hexdigest()[:16]
+    view = Path(cache) / "vllm-views" / f"{directory.name}-{digest}"
+    if view.is_dir():
+        return view
+    staging = view.with_name(f".{view.name}.{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for item in directory.iterdir():
+        if item.name != EMBEDDING_FILE and item.is_file():
+            (staging / item.name).symlink_to(item)
+    stored = load_file(rows)
+    weight = stored[EMBEDDING_QWEIGHT].float() * stored[EMBEDDING_SCALE].float().reshape(-1, 1)
+    save_file({"model.embed_tokens.weight": weight.to(torch.bfloat16).contiguous()},
+              str(staging / "embed_tokens.safetensors"), metadata={"format": "pt"})
+    try:
+        staging.rename(view)
+    except OSError:  # another process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return view

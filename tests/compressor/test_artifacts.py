@@ -128,3 +128,42 @@ def test_lowrank_and_kmeans_round_trip(tmp_path: Path, model: Any, sample_tokeni
     artifacts.save_kmeans(model, tables, sample_tokenizer, tmp_path / "km", name="t", lineage=LINEAGE, max_length=64)
     torch.testing.assert_close(logits(load_classifier(tmp_path / "km"), vocab), logits(model, vocab))
     assert artifact_kind(tmp_path / "km") == "kmeans"
+
+
+def test_w8a8_export_stores_int8_embedding_rows(tmp_path: Path, model: Any, sample_tokenizer: Any) -> None:
+    from safetensors import safe_open
+
+    from compressor.runtime.int8 import Int8Embedding
+    from compressor.runtime.loader import EMBEDDING_FILE, vllm_directory
+
+    vocab = len(sample_tokenizer)
+    to_int8(model, embeddings=True)
+    assert isinstance(model.model.embed_tokens, Int8Embedding)
+    out = tmp_path / "w8a8"
+    artifacts.save_w8a8(model, sample_tokenizer, out, name="t", lineage=LINEAGE, max_length=64, int8_embeddings=True)
+    artifacts.verify_w8a8(out, model)
+
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:
+        assert "model.embed_tokens.weight" not in fh.keys()
+    with safe_open(str(out / EMBEDDING_FILE), "pt") as fh:
+        assert fh.get_tensor("model.embed_tokens.qweight").dtype == torch.int8
+        assert fh.get_tensor("model.embed_tokens.scale").numel() == vocab
+    # one byte a row entry on disk, against two for the bf16 table it replaces
+    assert (out / EMBEDDING_FILE).stat().st_size < vocab * model.config.hidden_size * 1.1 + 4 * vocab + 1024
+    loaded = load_classifier(out)
+    assert isinstance(loaded.model.embed_tokens, Int8Embedding)
+    assert torch.equal(loaded.model.embed_tokens.qweight, model.model.embed_tokens.qweight)
+    torch.testing.assert_close(logits(loaded, vocab), logits(model, vocab), rtol=1e-3, atol=2e-3)
+
+    # vLLM reads plain safetensors: a view holds the rows dequantized to bf16, everything else linked
+    view = vllm_directory(out, tmp_path / "cache")
+    assert view != out and vllm_directory(out, tmp_path / "cache") == view  # built once
+    assert not (view / EMBEDDING_FILE).exists() and (view / "model.safetensors").resolve() == out / "model.safetensors"
+    with safe_open(str(view / "embed_tokens.safetensors"), "pt") as fh:
+        table = fh.get_tensor("model.embed_tokens.weight")
+    assert table.dtype == torch.bfloat16
+    torch.testing.assert_close(table.float(), model.model.embed_tokens.weight.to(torch.bfloat16).float())
+    bf16_export = tmp_path / "bf16-rows"
+    artifacts.save_w8a8(model, sample_tokenizer, bf16_export, name="t", lineage=LINEAGE, max_length=64,
+                        int8_embeddings=False)
+    assert vllm_directory(bf16_export, tmp_path / "cache") == bf16_export.resolve()  # nothing to convert

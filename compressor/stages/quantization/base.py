@@ -24,20 +24,25 @@ def _set(model: Any, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent), child, module)
 
 
-def to_int8(model: Any) -> int:
+def to_int8(model: Any, embeddings: bool = False) -> int:
     """Replace every decoder linear layer by an `Int8Linear` (per-channel absmax scales); return the count.
 
-    The token embedding is rounded to bfloat16, the precision the W8A8 export stores it in, so the model
-    in memory computes exactly what the saved artifact computes.
+    The token embedding becomes int8 rows (`embeddings`) or is rounded to bfloat16, whichever the W8A8
+    export stores, so the model in memory computes exactly what the saved artifact computes.
     """
     import torch
+
+    from compressor.runtime.int8 import Int8Embedding
 
     linears = linear_layers(model)
     for name, linear in linears.items():
         _set(model, name, Int8Linear.from_linear(linear))
-    with torch.no_grad():
-        emb = model.model.embed_tokens.weight
-        emb.copy_(emb.to(torch.bfloat16).to(emb.dtype))
+    emb = model.model.embed_tokens
+    if embeddings and not isinstance(emb, Int8Embedding):
+        model.model.embed_tokens = Int8Embedding(emb.weight.detach(), emb.padding_idx)
+    elif not embeddings:
+        with torch.no_grad():
+            emb.weight.copy_(emb.weight.to(torch.bfloat16).to(emb.weight.dtype))
     return len(linears)
 
 
@@ -65,7 +70,7 @@ class QuantizeStage(Stage):
             plain = nn.Embedding(emb.num_embeddings, emb.embedding_dim, padding_idx=emb.padding_idx)
             plain.weight = emb.weight
             ctx.model.model.embed_tokens = plain
-        n = to_int8(ctx.model)
+        n = to_int8(ctx.model, embeddings=self.spec.embeddings)
         ctx.properties[INT8] = {"embeddings": self.spec.embeddings}
         self.report.details.update(mode=self.spec.mode, linear_layers=n, embeddings_int8=self.spec.embeddings,
                                    scheme="W8A8: int8 per-channel symmetric weights, dynamic per-token activations")
