@@ -198,14 +198,14 @@ def _encoded(tokenizer: Any, texts: list[str], batch_size: int, max_length: int,
 
 
 def measure_child(kind: str, path: str, texts_file: str, out_file: str, threads: int, rounds: int,
-                  latency_samples: int, extra: str) -> None:
+                  latency_samples: int, extra: str, timing_docs: int = 0) -> None:
     """Fresh-process measurement of the rows that are not compressor artifacts (encoder, zero-shot)."""
     import numpy as np
     import torch
 
-    from compressor.measure import _reset_peak, _status_kb
+    from compressor.measure import _reset_peak, _status_kb, _timed_subset
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(os.cpu_count() or threads)  # predictions do not depend on the thread count
     texts = json.loads(Path(texts_file).read_text())
     base_kb = _status_kb("VmRSS")
     peak_ok = _reset_peak()
@@ -235,7 +235,9 @@ def measure_child(kind: str, path: str, texts_file: str, out_file: str, threads:
     with torch.inference_mode():
         for b, g in zip(batches, groups):
             probs[g] = forward(b)
-        rate, latencies = _timed_passes(forward, batches, singles[:latency_samples], rounds)
+        torch.set_num_threads(threads)
+        timed, _ = _timed_subset(groups, batches, timing_docs or None)
+        rate, latencies = _timed_passes(forward, timed, singles[:latency_samples], rounds)
     peak_kb = _status_kb("VmHWM") if peak_ok else None
     np.save(out_file + ".probs.npy", probs)
     Path(out_file).write_text(json.dumps({
@@ -246,13 +248,13 @@ def measure_child(kind: str, path: str, texts_file: str, out_file: str, threads:
 
 
 def measure_other(kind: str, path: Path, texts_file: Path, out_file: Path, threads: int, rounds: int,
-                  latency_samples: int, extra: Path | None = None) -> dict[str, Any]:
+                  latency_samples: int, timing_docs: int | None = None, extra: Path | None = None) -> dict[str, Any]:
     code = ("import sys; sys.path.insert(0, %r); from benchmarks.pretrained import measure_child; "
-            "measure_child(*sys.argv[1:5], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8])"
-            % str(ROOT))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            "measure_child(*sys.argv[1:5], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), sys.argv[8], "
+            "int(sys.argv[9]))" % str(ROOT))
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", code, kind, str(path), str(texts_file), str(out_file),
-                           str(threads), str(rounds), str(latency_samples), str(extra or "")],
+                           str(threads), str(rounds), str(latency_samples), str(extra or ""), str(timing_docs or 0)],
                           capture_output=True, text=True, env=env, timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"measuring {kind} failed:\n{proc.stderr[-4000:]}")
@@ -260,12 +262,13 @@ def measure_other(kind: str, path: Path, texts_file: Path, out_file: Path, threa
 
 
 def side_by_side(encoder_dir: Path, head_file: Path, artifacts: dict[str, Path], texts: list[str], threads: int,
-                 rounds: int, latency_samples: int) -> dict[str, Any]:
+                 rounds: int, latency_samples: int, timing_docs: int | None = None) -> dict[str, Any]:
     """Encoder and artifacts in one process, alternating: batch-32 documents/s and batch-1 latency."""
     code = ("import sys, json; sys.path.insert(0, %r); from benchmarks.pretrained import _side_child; "
             "_side_child(json.loads(open(sys.argv[1]).read()))" % str(ROOT))
     spec = {"encoder": str(encoder_dir), "head": str(head_file), "artifacts": {k: str(v) for k, v in artifacts.items()},
-            "texts": texts, "threads": threads, "rounds": rounds, "latency_samples": latency_samples}
+            "texts": texts, "threads": threads, "rounds": rounds, "latency_samples": latency_samples,
+            "timing_docs": timing_docs}
     spec_file = head_file.parent / "side_by_side_spec.json"
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -289,18 +292,22 @@ def _side_child(spec: dict[str, Any]) -> None:
     runs: dict[str, dict[str, Any]] = {}
     encoder = Encoder(Path(spec["encoder"]), spec["threads"])
     encoder.head = pickle.loads(Path(spec["head"]).read_bytes())
-    batches, singles, _ = _encoded(encoder.tokenizer, texts, 32, 128)
-    runs["MiniLM-L6 + LR"] = {"forward": encoder.forward, "batches": batches, "singles": singles}
+    from compressor.measure import _timed_subset
+
+    limit = spec.get("timing_docs")
+    batches, singles, groups = _encoded(encoder.tokenizer, texts, 32, 128)
+    runs["MiniLM-L6 + LR"] = {"forward": encoder.forward, "batches": _timed_subset(groups, batches, limit)[0],
+                              "singles": singles}
     for name, directory in spec["artifacts"].items():
         dtype = "bfloat16" if name.endswith("bf16") else "float32"
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = load_classifier(Path(directory), dtype=dtype)
-        b, s, _ = _encoded(tokenizer, texts, 32, 512)
+        b, s, g = _encoded(tokenizer, texts, 32, 512)
 
         def forward(batch: dict[str, Any], model: Any = model) -> Any:
             return model(**batch, use_cache=False).logits
 
-        runs[name] = {"forward": forward, "batches": b, "singles": s}
+        runs[name] = {"forward": forward, "batches": _timed_subset(g, b, limit)[0], "singles": s}
     rates: dict[str, list[float]] = {k: [] for k in runs}
     lat: dict[str, list[float]] = {k: [] for k in runs}
     with torch.inference_mode():
@@ -357,7 +364,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {"train": len(train_c.examples), "test": len(test_c.examples),
                                "train_sha256": train_c.sha256, "test_sha256": test_c.sha256,
                                "threads": args.threads, "load_average_start": os.getloadavg()}
-    measure = dict(threads=args.threads, rounds=args.rounds, latency_samples=args.latency_samples)
+    measure = dict(threads=args.threads, rounds=args.rounds, latency_samples=args.latency_samples,
+                   timing_docs=args.timing_docs)
 
     log("import SmolLM2 (finsignal compress import)")
     base = work / "smollm2"
@@ -369,18 +377,32 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     base_bytes = sum(p.stat().st_size for p in base.glob("*.safetensors"))
     summary["base_fp32_bytes"] = base_bytes
 
-    log("fine-tune SmolLM2 (compress train --base)")
     tuned = work / "finetuned"
-    shutil.rmtree(tuned, ignore_errors=True)
-    train_s = finsignal("compress", "train", "--base", str(base), "--data", str(train_path), "--out", str(tuned),
-                        *args.finetune_args)
-    report = json.loads((tuned / "report.json").read_text())
+    if args.finetuned:
+        log(f"fine-tuned model reused from {args.finetuned} (its own report gives the training time)")
+        tuned = args.finetuned
+        report = json.loads((tuned / "report.json").read_text())
+        if report["train"]["sha256"] != train_c.sha256:
+            raise SystemExit(f"{tuned} was fine-tuned on other data than this run's training sample")
+        train_s = report["train_seconds"]
+        summary["finetune_reused"] = str(tuned)
+    else:
+        log("fine-tune SmolLM2 (compress train --base)")
+        shutil.rmtree(tuned, ignore_errors=True)
+        train_s = finsignal("compress", "train", "--base", str(base), "--data", str(train_path), "--out", str(tuned),
+                            *args.finetune_args)
+        report = json.loads((tuned / "report.json").read_text())
     depth = len(report["kept_layers"])
-    summary["finetune"] = {k: report.get(k) for k in ("kept_layers", "steps", "stopped_early", "best_step",
+    summary["finetune"] = {k: report.get(k) for k in ("kept_layers", "teacher", "steps", "stopped_early", "best_step",
                                                        "vocabulary", "history", "train_seconds", "config")}
     for dtype in ("float32", "bfloat16"):
         m = measure_artifact(tuned, texts_file, work / f"finetuned_{dtype}.json", dtype=dtype, **measure)
-        rows.append({"model": f"SmolLM2 fine-tuned, {depth} layers, {'fp32' if dtype == 'float32' else 'bf16'}",
+        if dtype == "bfloat16":  # the checkpoint on disk is fp32; stored in bf16 every tensor takes half
+            m["size_on_disk_bytes"] //= 2
+        name = "fp32" if dtype == "float32" else "bf16"
+        if m.get("compute_dtype", dtype) != dtype:
+            name = f"bf16 weights, {m['compute_dtype']} compute (no native bf16 on this CPU)"
+        rows.append({"model": f"SmolLM2 fine-tuned, {depth} layers, {name}",
                      **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s})
 
     log("compress the fine-tuned model (compress run, default recipe)")
@@ -436,7 +458,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     log("side by side: encoder, fine-tuned fp32, compressed")
     side = side_by_side(enc_dir, head_file, {"fine-tuned fp32": tuned, "compressed int8": compressed / "w8a8"},
-                        test_c.texts, args.threads, args.rounds, args.latency_samples)
+                        test_c.texts, args.threads, args.rounds, args.latency_samples, args.timing_docs)
     summary.update(rows=rows, side_by_side=side, seconds=time.perf_counter() - started,
                    load_average_end=os.getloadavg())
     summary["checks"] = checks(rows, side, base_bytes)
@@ -512,6 +534,9 @@ def parse(argv: list[str] | None = None, quick: bool = False) -> argparse.Namesp
     p.add_argument("--threads", type=int, default=1, help="torch threads while timing")
     p.add_argument("--rounds", type=int, default=1, help="timed passes after the scoring pass")
     p.add_argument("--latency-samples", type=int, default=100)
+    p.add_argument("--timing-docs", type=int, default=640,
+                   help="documents per timed batch-32 pass, spread over all lengths (predictions cover every one)")
+    p.add_argument("--finetuned", type=Path, help="reuse this fine-tuned model (trained on the same sample)")
     p.add_argument("--finetune-args", nargs="*", default=[], help="extra `compress train --base` options")
     p.add_argument("--compress-args", nargs="*", default=[], help="extra `compress run` options")
     p.add_argument("--no-copy", action="store_true", help="do not write benchmarks/results/pretrained.*")

@@ -327,6 +327,7 @@ class _Runner:
             artifact, self.texts_path, self.work / f"{safe}.json", threads=ev.threads, batch_size=ev.batch_size,
             rounds=1 if ev.side_by_side else ev.throughput_rounds,
             latency_samples=min(ev.latency_samples, 20) if ev.side_by_side else ev.latency_samples, dtype=dtype,
+            timing_docs=ev.timing_documents,
         )
         probs = np.load(result["probs_path"])
         if self.reference_probs is None:
@@ -334,7 +335,10 @@ class _Runner:
         row.update(trading_metrics(probs, self.reference_probs, self.eval_labels))
         row.update({k: result[k] for k in ("size_on_disk_bytes", "model_bytes", "peak_memory_bytes",
                                            "docs_per_second", "p50_latency_ms", "p95_latency_ms", "threads",
-                                           "dtype", "load_seconds")})
+                                           "dtype", "compute_dtype", "load_seconds")})
+        if result["compute_dtype"] != result["dtype"]:
+            row.setdefault("notes", []).append(f"{result['dtype']} weights computed in {result['compute_dtype']}: "
+                                               "this CPU has no native bf16")
         row["runtime"] = result["kind"]
         artifact = artifact.resolve()
         out = self.out.resolve()
@@ -367,7 +371,7 @@ class _Runner:
         result = compare_artifacts(self.row_paths, self.texts_path, self.work / "side_by_side.json",
                                    dtypes=[r["dtype"] for r in self.rows], threads=ev.threads,
                                    batch_size=ev.batch_size, rounds=ev.throughput_rounds,
-                                   latency_samples=ev.latency_samples)
+                                   latency_samples=ev.latency_samples, timing_docs=ev.timing_documents)
         for row, timed in zip(self.rows, result["results"]):
             row["isolated_timing"] = {k: row[k] for k in ("docs_per_second", "p50_latency_ms", "p95_latency_ms")}
             row.update(docs_per_second=timed["docs_per_second"], p50_latency_ms=timed["p50_latency_ms"],

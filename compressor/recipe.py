@@ -87,6 +87,8 @@ class Evaluation(_Spec):
     throughput_rounds: int = Field(default=3, ge=1, description="timed passes over the eval set; median")
     latency_samples: int = Field(default=200, ge=1, description="single documents timed for p50 latency")
     max_examples: int | None = Field(default=None, ge=1, description="cap on eval documents (None: all)")
+    timing_documents: int | None = Field(default=None, ge=1, description="documents per timed pass, batches "
+                                         "spread over all lengths (None: all); predictions always cover all")
     isolated: bool = Field(default=True, description="measure each artifact in a fresh process (memory is "
                            "then its own); false measures in-process, faster, without peak memory")
     side_by_side: bool = Field(default=True, description="re-time all rows in one process, alternating, "
@@ -319,7 +321,7 @@ def pretrained_recipe(full: bool = False) -> Recipe:
         finetune=Finetune(epochs=1, batch_size=16, learning_rate=2e-5, warmup_fraction=0.06),
         distill=Distill(temperature=2.0, alpha=0.5),
         calibration=Calibration(examples=256, batch_size=32),
-        evaluation=Evaluation(throughput_rounds=1, latency_samples=100),
+        evaluation=Evaluation(throughput_rounds=1, latency_samples=100, timing_documents=640),
         stages=[QuantizeSpec(mode="qat", embeddings=True)],
         comparisons=comparisons,
         baselines=["dense_fp32", "dense_bf16", "int8_ptq"],

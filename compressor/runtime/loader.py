@@ -204,6 +204,19 @@ def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
         return loaders[kind](directory, info)
 
 
+def native_bf16() -> bool:
+    """Whether this machine multiplies bf16 natively: a CUDA device, or a CPU with AMX or AVX512-BF16."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
 def vllm_directory(directory: str | Path, cache: str | Path) -> Path:
     """`directory` as vLLM can load it: itself, or (int8 embedding rows on disk) a view under `cache`.
 
