@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _DUMP = pickle.HIGHEST_PROTOCOL
+_ACK_LINGER_S = 0.001
 
 
 class ProducerProcessDied(RuntimeError):
@@ -63,9 +64,12 @@ class ProcessKafkaSink(KafkaSink):
 
     def __init__(self, producer_factory: Callable[[], KafkaProducer], topics: TopicSettings, *, source: str,
                  queue_size: int = 10_000, batch_size: int = 1_000, max_in_flight_bytes: int = 32 * 1024 * 1024,
-                 start_timeout_s: float = 120.0, log_level: str | None = None) -> None:
+                 start_timeout_s: float = 120.0, log_level: str | None = None, linger_s: float = 0.002) -> None:
         super().__init__(producer_factory, topics, source=source, queue_size=queue_size, batch_size=batch_size,
                          max_in_flight_bytes=max_in_flight_bytes)
+        # A pipe message costs both processes a wake-up and a system call whatever it carries: a source
+        # slower than the child would otherwise send a few records at a time (kafka-python lingers 5 ms too).
+        self._linger_s = linger_s
         self.start_timeout_s = start_timeout_s
         self._log_level = log_level
         self._process: Any = None  # multiprocessing's SpawnProcess
@@ -462,6 +466,7 @@ def _ship(outbox: deque, wake: threading.Event, results: Connection) -> None:
     """The child's shipper thread: send settled records back in batches, in order, until "closed" went out."""
     while True:
         wake.wait()
+        time.sleep(_ACK_LINGER_S)  # acknowledgements come per partition batch: let a few gather
         wake.clear()  # before draining: an item posted after this sets it again
         items = [outbox.popleft() for _ in range(len(outbox))]
         if not items:

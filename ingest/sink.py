@@ -80,6 +80,7 @@ class KafkaSink:
         self._factory = producer_factory
         self._queue_size = queue_size
         self._batch_size = batch_size
+        self._linger_s = 0.0  # wait this long for a batch to fill when it starts small (subclasses)
         self._queue: asyncio.Queue[_Job] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{source}")
         self._producer: KafkaProducer | None = None
@@ -200,6 +201,8 @@ class KafkaSink:
         queue = self._queue
         while True:
             batch = [await queue.get()]
+            if self._linger_s and queue.qsize() < self._batch_size - 1:
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             QUEUE_DEPTH.labels(self.source).set(queue.qsize())
