@@ -24,6 +24,7 @@ unacknowledged record and every later `publish` with `ProducerProcessDied`, neve
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import multiprocessing
@@ -31,6 +32,7 @@ import pickle
 import signal
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -49,6 +51,7 @@ log = structlog.get_logger(__name__)
 
 _DUMP = pickle.HIGHEST_PROTOCOL
 _ACK_LINGER_S = 0.001
+_LIVE: weakref.WeakSet[ProcessKafkaSink] = weakref.WeakSet()  # started and not closed, for `_reap_at_exit`
 
 
 class ProducerProcessDied(RuntimeError):
@@ -127,6 +130,7 @@ class ProcessKafkaSink(KafkaSink):
             raise detail
         self._reader = threading.Thread(target=self._read_results, name=f"kafka-{self.source}-acks", daemon=True)
         self._reader.start()
+        _LIVE.add(self)
         log.info("kafka.producer_process_started", source=self.source, pid=self._process.pid)
 
     def _send_batch(self, batch: list[_Job]) -> None:
@@ -223,6 +227,7 @@ class ProcessKafkaSink(KafkaSink):
             for conn in (self._requests, self._results):
                 if conn is not None:
                     conn.close()
+            _LIVE.discard(self)
 
     def _control(self, op: str, timeout_s: float, wait_s: float) -> BaseException | None:
         """Send a control request and wait for its reply (it comes after every ack settled before it)."""
@@ -262,7 +267,9 @@ class ProcessKafkaSink(KafkaSink):
         controls = []
         for item in items:
             if item.__class__ is int:  # acknowledged, nobody wants the metadata: the common case
-                job = pending.pop(item)
+                job = pending.pop(item, None)
+                if job is None:  # already failed: the child died while this message was on its way
+                    continue
                 freed += job.size
                 if job.ack is not None:
                     done.append((job.ack, None, None))
@@ -271,7 +278,9 @@ class ProcessKafkaSink(KafkaSink):
             if seq is None:
                 controls.append((what, detail))
                 continue
-            job = pending.pop(seq)
+            job = pending.pop(seq, None)
+            if job is None:
+                continue
             freed += job.size
             if what == "ok":
                 done.append((job.ack, None, detail))
@@ -348,6 +357,25 @@ class ProcessKafkaSink(KafkaSink):
         code = process.exitcode if process is not None else None
         return (f"{process.name} (pid {process.pid}" + (f", exit code {code})" if code is not None else ")")
                 if process is not None else "(not started)")
+
+
+@atexit.register
+def _reap_at_exit() -> None:
+    """A sink never closed: end its child before multiprocessing's own exit hook waits for it.
+
+    The child ignores SIGTERM (see `_child_main`), so that hook's terminate-and-join would wait
+    forever on a child still reading its pipe. Closing the pipe makes it deliver what it holds and exit.
+    """
+    for sink in list(_LIVE):
+        process, requests = sink._process, sink._requests
+        if requests is not None:
+            with contextlib.suppress(OSError):
+                requests.close()
+        if process is not None:
+            process.join(10)
+            if process.exitcode is None:
+                process.kill()
+                process.join(5)
 
 
 def _settle_futures(done: list[tuple[Any, BaseException | None, Any]]) -> None:
