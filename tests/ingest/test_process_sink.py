@@ -193,3 +193,31 @@ def test_in_flight_bytes_across_the_process_boundary_stay_bounded_while_nothing_
     asyncio.run(scenario())
     records = read_topic(kafka_settings, topics.trade, n)
     assert sorted(int(r.value[:9]) for r in records) == list(range(n))
+
+
+LEAVE_WITHOUT_CLOSE = """
+import asyncio, functools, sys
+from ingest.kafka import make_producer
+from ingest.process_sink import ProcessKafkaSink
+from ingest.settings import KafkaSettings, TopicSettings
+
+async def main():
+    sink = ProcessKafkaSink(functools.partial(make_producer, KafkaSettings(bootstrap=sys.argv[1])), TopicSettings(),
+                            source="test")
+    await sink.start()
+    await sink.publish(sys.argv[2], b"k", b"left behind")
+    await asyncio.sleep(0.1)  # handed to the child, not flushed, never closed
+
+asyncio.run(main())
+"""
+
+
+def test_an_interpreter_that_never_closed_its_sink_still_exits_and_the_child_delivers(kafka_settings, topics):
+    import subprocess
+    import sys
+
+    ensure_topics(kafka_settings, topics.all())
+    done = subprocess.run([sys.executable, "-c", LEAVE_WITHOUT_CLOSE, kafka_settings.bootstrap, topics.news],
+                          capture_output=True, timeout=60, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert [r.value for r in read_topic(kafka_settings, topics.news, 1)] == [b"left behind"]
