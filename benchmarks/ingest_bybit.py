@@ -3,18 +3,23 @@
 A local WebSocket server replays Bybit v5 `publicTrade` and `orderbook` pushes as fast as
 the ingestor reads them. Measured side by side in one run, on the same embedded broker:
 
-- `ingestor`: frames parsed, trades de-duplicated, the book kept and its top 20 levels
-  normalized to MarketEvents, produced and acknowledged; events/s from the first frame
-  to the last acknowledgement.
+- `ingestor, producer process`: frames parsed, trades de-duplicated, the book kept and its
+  top 20 levels normalized to MarketEvents, and handed to the Kafka producer in a child
+  process (`ProcessKafkaSink`, the default for bybit); events/s from the first frame to the
+  last acknowledgement.
+- `ingestor, in-process producer`: the same with the producer in a thread of the ingestor's
+  process (`KafkaSink`, `FINSIGNAL_INGEST_PRODUCER_PROCESS=false`): one GIL for both halves.
 - `bare producer`: the same event payloads (same count, same bytes) sent by kafka-python
   in a tight loop with the same producer settings (`make_producer`: linger, batch size,
-  acks, idempotence), then flushed. Rounds alternate which of the two runs first.
-- `cpu_us_per_event`: this process's CPU time (all its threads) per event, for both. On a
-  machine shared with other work, events/s follows whatever CPU share the scheduler gives;
-  CPU per event is the steadier measure of what the ingestor adds over the producer.
-- `slow broker`: the broker reached through a proxy throttled to 256 KiB/s; process RSS
-  sampled while the server keeps pushing, against the sink's stated bound
-  (`queue_size` records + `max_in_flight_bytes`).
+  acks, idempotence), then flushed. Each round rotates which of the three runs first.
+- `cpu_us_per_event`: CPU time per event of the ingestor's process (all its threads) plus,
+  with the producer process, that child's; for the bare producer, its process. On a machine
+  shared with other work, events/s follows whatever CPU share the scheduler gives; CPU per
+  event is the steadier measure of what the ingestor adds over the producer.
+- `slow broker`: the broker reached through a proxy throttled to 256 KiB/s, the ingestor with
+  the producer process; RSS of the ingestor's process and of the producer process sampled
+  while the server keeps pushing, against the sink's stated bound (`queue_size` records +
+  `max_in_flight_bytes`, the latter now split between the pipe, the child and its accumulator).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -171,13 +177,27 @@ def bench_bare(kafka: KafkaSettings, records: list[tuple[str, bytes, bytes]]) ->
     return len(records) / elapsed, cpu / len(records) * 1e6
 
 
+def child_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of the producer process so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def child_rss(pid: int | None) -> int:
+    return rss_bytes(pid) if pid is not None else 0
+
+
 async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: ReplayServer, *, until_events: int | None,
                        duration_s: float | None = None, sample: list | None = None,
                        ingest: IngestSettings | None = None) -> tuple[float, int, object, float]:
-    """(seconds, events produced, the sink, process CPU seconds) from the ingestor's start to its last ack.
+    """(seconds, events produced, the sink, CPU seconds) from the ingestor's start to its last ack.
 
-    Process CPU is every thread of this process (event loop, producer thread, kafka-python's I/O
-    thread), not the replay server's, which runs in its own process as the venue would.
+    CPU is every thread of this process (event loop, the sink's thread, with the in-process
+    producer kafka-python's I/O thread) plus the producer process when there is one; not the
+    replay server's, which runs in its own process as the venue would.
     """
     with server as port:
         settings = BybitSettings(ws_url=f"ws://127.0.0.1:{port}/v5/public/{{category}}", linear_symbols=["BTCUSDT"],
@@ -187,10 +207,13 @@ async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: Repl
         await sink.publish(topics.trade, b"warmup", b"{}", ack=True)
         await sink.flush()
         warm = sink.sent
+        pid = getattr(sink, "producer_pid", None)
         stop = asyncio.Event()
         async with aiohttp.ClientSession() as session:
             ingestor = BybitIngestor(settings, sink, topics, session)
-            started, cpu = time.perf_counter(), time.process_time()
+            if sample is not None:
+                sample.append((time.monotonic(), rss_bytes(), child_rss(pid), 0, 0, 0))
+            started, cpu = time.perf_counter(), time.process_time() + child_cpu_s(pid)
             task = asyncio.create_task(ingestor.run(stop))
             if until_events is not None:
                 while sink.sent - warm < until_events:
@@ -201,9 +224,10 @@ async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: Repl
                 while time.monotonic() < end:
                     await asyncio.sleep(0.25)
                     if sample is not None:
-                        sample.append((time.monotonic(), rss_bytes(), sink.pending, sink.max_in_flight_seen,
-                                       sink.sent - warm))
-            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+                        sample.append((time.monotonic(), rss_bytes(), child_rss(pid), sink.pending,
+                                       sink.max_in_flight_seen, sink.sent - warm))
+            elapsed = time.perf_counter() - started
+            cpu = time.process_time() + child_cpu_s(pid) - cpu
             stop.set()
             if until_events is None:  # slow broker: the queue would take minutes to drain; measured enough
                 task.cancel()
@@ -213,8 +237,8 @@ async def run_ingestor(kafka: KafkaSettings, topics: TopicSettings, server: Repl
     return elapsed, sink.sent - warm, sink, cpu
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
@@ -283,7 +307,7 @@ def slow_broker(duration_s: float, queue_size: int, max_in_flight: int) -> list[
             wait_for_broker(kafka)
             topics = TopicSettings()
             ensure_topics(kafka, topics.all())
-            ingest = IngestSettings(max_in_flight_bytes=max_in_flight)
+            ingest = IngestSettings(max_in_flight_bytes=max_in_flight, producer_process=True)
             samples: list = []
             server = ReplayServer(frames(20_000), repeat=True)
             base = rss_bytes()
@@ -292,53 +316,66 @@ def slow_broker(duration_s: float, queue_size: int, max_in_flight: int) -> list[
         finally:
             proc.terminate()
             proc.wait(10)
+    # The producer process's baseline is its RSS once started (an interpreter with kafka-python loaded).
+    _, _, child_base, *_ = samples.pop(0)
     rows = []
     for frac in (0.25, 0.5, 0.75, 1.0):
-        t, rss, pending, inflight, produced = samples[max(0, int(len(samples) * frac) - 1)]
+        t, rss, child, pending, inflight, produced = samples[max(0, int(len(samples) * frac) - 1)]
         rows.append({"case": f"slow broker, {frac:.0%} of {duration_s:.0f}s", "events": produced,
-                     "rss_growth_MiB": (rss - base) / 2**20,
+                     "rss_growth_MiB": (rss - base) / 2**20, "producer_rss_growth_MiB": (child - child_base) / 2**20,
                      "queued": pending, "max_in_flight_KiB": inflight / 1024,
                      "bound": f"{queue_size} rec + {max_in_flight // 1024} KiB"})
     return rows
+
+
+INGESTORS = {  # row label -> whether the producer runs in its own process
+    "ingestor, producer process (WS -> parse -> book -> Kafka)": True,
+    "ingestor, in-process producer": False,
+}
 
 
 def run(quick: bool = False) -> list[dict]:
     n = 12_000 if quick else 40_000  # the memory-only embedded broker keeps every round: stay well under its RAM
     pushes = frames(n)
     rows = []
+    order = ["bare", *INGESTORS]
     with EmbeddedKafka() as broker:
         kafka = KafkaSettings(bootstrap=broker.bootstrap)
-        ingest_rates, bare_rates, normalize_rates, ingest_cpu, bare_cpu = [], [], [], [], []
+        rates: dict[str, list[float]] = {name: [] for name in order}
+        cpus: dict[str, list[float]] = {name: [] for name in order}
+        normalize_rates = []
         for round_ in range(2 if quick else 3):
             topics = TopicSettings(**{k: f"{v}.bench{round_}" for k, v in TopicSettings().model_dump().items()})
             ensure_topics(kafka, topics.all())
             started = time.perf_counter()
             records = normalized(pushes, topics)
             normalize_rates.append(len(records) / (time.perf_counter() - started))
-            # Alternate which goes first, so neither always meets the broker holding the other's round.
-            for which in (("bare", "ingestor") if round_ % 2 == 0 else ("ingestor", "bare")):
+            # Rotate which goes first, so none always meets the broker holding the others' records.
+            for which in order[round_ % 3:] + order[:round_ % 3]:
                 if which == "bare":
                     rate, cpu_us = bench_bare(kafka, records)
-                    bare_rates.append(rate)
-                    bare_cpu.append(cpu_us)
+                    rates[which].append(rate)
+                    cpus[which].append(cpu_us)
                     continue
+                ingest = IngestSettings(producer_process=INGESTORS[which])
                 elapsed, produced, _, cpu = asyncio.run(run_ingestor(kafka, topics, ReplayServer(pushes),
-                                                                     until_events=len(records)))
+                                                                     until_events=len(records), ingest=ingest))
                 assert produced == len(records), (produced, len(records))
-                ingest_rates.append(produced / elapsed)
-                ingest_cpu.append(cpu / produced * 1e6)
-        bare, ing = statistics.median(bare_rates), statistics.median(ingest_rates)
-        bare_us, ing_us = statistics.median(bare_cpu), statistics.median(ingest_cpu)
+                rates[which].append(produced / elapsed)
+                cpus[which].append(cpu / produced * 1e6)
+        bare, bare_us = statistics.median(rates["bare"]), statistics.median(cpus["bare"])
         rows.append({"case": "bare kafka-python producer", "events": len(records), "events_per_s": bare,
-                     "runs": ", ".join(f"{r:,.0f}" for r in bare_rates), "cpu_us_per_event": bare_us,
-                     "cpu_runs": ", ".join(f"{c:.0f}" for c in bare_cpu)})
+                     "runs": ", ".join(f"{r:,.0f}" for r in rates["bare"]), "cpu_us_per_event": bare_us,
+                     "cpu_runs": ", ".join(f"{c:.0f}" for c in cpus["bare"])})
         rows.append({"case": "parse + book + normalize only (no I/O)", "events": len(records),
                      "events_per_s": statistics.median(normalize_rates)})
-        rows.append({"case": "ingestor (WS -> parse -> book -> Kafka)", "events": len(records), "events_per_s": ing,
-                     "runs": ", ".join(f"{r:,.0f}" for r in ingest_rates), "ratio_vs_bare": ing / bare,
-                     "round_ratios": ", ".join(f"{i / b:.2f}" for i, b in zip(ingest_rates, bare_rates)),
-                     "cpu_us_per_event": ing_us, "cpu_runs": ", ".join(f"{c:.0f}" for c in ingest_cpu),
-                     "cpu_ratio_vs_bare": bare_us / ing_us})
+        for name in INGESTORS:
+            ing, ing_us = statistics.median(rates[name]), statistics.median(cpus[name])
+            rows.append({"case": name, "events": len(records), "events_per_s": ing,
+                         "runs": ", ".join(f"{r:,.0f}" for r in rates[name]), "ratio_vs_bare": ing / bare,
+                         "round_ratios": ", ".join(f"{i / b:.2f}" for i, b in zip(rates[name], rates["bare"])),
+                         "cpu_us_per_event": ing_us, "cpu_runs": ", ".join(f"{c:.0f}" for c in cpus[name]),
+                         "cpu_ratio_vs_bare": bare_us / ing_us})
     rows += slow_broker(6.0 if quick else 20.0, BybitSettings().queue_size, 4 * 1024 * 1024)
     return rows
 

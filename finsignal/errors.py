@@ -38,13 +38,14 @@ def explain(exc: BaseException) -> Explained | None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from ingest.process_sink import ProducerProcessDied
     from ingest.reachability import Unreachable
 
     if isinstance(exc, ConfigError):
         return Explained(str(exc), USAGE)
     if isinstance(exc, ValidationError):
         return Explained(_validation(exc), USAGE)
-    if isinstance(exc, PipelineFailed):
+    if isinstance(exc, (PipelineFailed, ProducerProcessDied)):
         return Explained(str(exc), FAILURE, abandon=True)
     if isinstance(exc, Unreachable):
         return Explained(str(exc), FAILURE)

@@ -87,10 +87,9 @@ class DeadLetter:
         ]
 
 
-def send_dead_letter(
-    producer: KafkaProducer, topics: TopicSettings, letter: DeadLetter, value: bytes | None, key: bytes | None
-):
-    """Queue a refused record on the dead-letter topic; returns the send future."""
+def dead_letter_record(topics: TopicSettings, letter: DeadLetter,
+                       value: bytes | None) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+    """(topic, value, headers) of a refused record on the dead-letter topic, logged; the value cut to fit."""
     log.warning(
         "deadletter",
         reason=letter.reason,
@@ -104,7 +103,15 @@ def send_dead_letter(
     if len(value) > DEADLETTER_MAX_VALUE_BYTES:
         headers.append((DEADLETTER_TRUNCATED, str(len(value)).encode()))
         value = value[:DEADLETTER_MAX_VALUE_BYTES]
-    return producer.send(topics.deadletter, value=value, key=key, headers=headers)
+    return topics.deadletter, value, headers
+
+
+def send_dead_letter(
+    producer: KafkaProducer, topics: TopicSettings, letter: DeadLetter, value: bytes | None, key: bytes | None
+):
+    """Queue a refused record on the dead-letter topic; returns the send future."""
+    topic, value, headers = dead_letter_record(topics, letter, value)
+    return producer.send(topic, value=value, key=key, headers=headers)
 
 
 def wait_for_broker(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -26,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 Source = Literal["bybit", "news", "filings"]
 SOURCES: tuple[str, ...] = ("bybit", "news", "filings")
+# Sources whose producer runs in its own process unless FINSIGNAL_INGEST_PRODUCER_PROCESS says otherwise:
+# those whose event loop is busy enough to compete with kafka-python for the GIL.
+PRODUCER_PROCESS_SOURCES = frozenset({"bybit"})
 
 
 class IngestSettings(ComponentSettings):
@@ -40,6 +44,13 @@ class IngestSettings(ComponentSettings):
     max_in_flight_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024,
                                      description="unacknowledged bytes per source before the source is paused")
     producer_max_block_ms: int = Field(10_000, ge=100, description="how long one send() blocks before re-trying")
+    producer_process: bool | None = Field(
+        None, description="run each source's Kafka producer in a child process, so the source's event loop and "
+        "kafka-python use two cores; unset: on for bybit, off for news and filings (a few records a second)")
+
+    def uses_producer_process(self, source: str) -> bool:
+        """Whether `source` gets a `ProcessKafkaSink` (its producer in a child process)."""
+        return self.producer_process if self.producer_process is not None else source in PRODUCER_PROCESS_SOURCES
 
 
 def redis_url_for(own: str | None) -> str | None:
@@ -49,13 +60,15 @@ def redis_url_for(own: str | None) -> str | None:
 
 def make_sink(kafka: KafkaSettings, topics: TopicSettings, source: str, queue_size: int,
               ingest: IngestSettings | None = None) -> KafkaSink:
-    """A sink whose producer is created in the sink's own thread."""
+    """A sink whose producer is made by `make_producer`: in the sink's own thread, or in a child process."""
     ingest = ingest or IngestSettings()
+    factory = functools.partial(make_producer, kafka, max_block_ms=ingest.producer_max_block_ms,
+                                client_id=f"{kafka.client_id}-{source}")  # picklable, for the child process
+    if ingest.uses_producer_process(source):
+        from ingest.process_sink import ProcessKafkaSink
 
-    def factory() -> Any:
-        return make_producer(kafka, max_block_ms=ingest.producer_max_block_ms,
-                             client_id=f"{kafka.client_id}-{source}")
-
+        return ProcessKafkaSink(factory, topics, source=source, queue_size=queue_size,
+                                max_in_flight_bytes=ingest.max_in_flight_bytes)
     return KafkaSink(factory, topics, source=source, queue_size=queue_size,
                      max_in_flight_bytes=ingest.max_in_flight_bytes)
 
@@ -69,6 +82,22 @@ async def _stats(sink: KafkaSink, interval_s: float, stop: asyncio.Event) -> Non
         log.info("ingest.stats", source=sink.source, messages=sink.sent,
                  messages_per_s=round((sink.sent - last) / max(now - last_t, 1e-9), 2), queued=sink.pending)
         last, last_t = sink.sent, now
+
+
+async def _until_sink_fails(work: Any, sink: KafkaSink) -> None:
+    """Await `work`, or stop it and raise the sink's failure (its producer process died) if that comes first."""
+    task = asyncio.ensure_future(work)
+    failed = asyncio.ensure_future(sink.wait_failed())
+    try:
+        await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise failed.result()
+    task.result()
 
 
 def _seen(redis_url: str | None, source: str, ttl_s: int) -> SeenStore:
@@ -119,7 +148,7 @@ async def run_source(source: str, kafka: KafkaSettings, topics: TopicSettings, s
                 cls = NewsIngestor if source == "news" else FilingsIngestor
                 ingestor = cls(cfg, sink, topics, session, seen, clock=clock)
             log.info("ingest.started", source=source)
-            await ingestor.run(stop)
+            await _until_sink_fails(ingestor.run(stop), sink)
     finally:
         stop.set()
         await stats

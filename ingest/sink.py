@@ -12,6 +12,10 @@ fewer than `max_in_flight_bytes` are unacknowledged, and waits for acks otherwis
 When the broker is slow that thread waits, the queue fills, `publish()` waits, and
 the source is read more slowly: memory stays bounded by `queue_size` records plus
 `max_in_flight_bytes`, and per-key order is kept because there is one thread.
+
+`ingest.process_sink.ProcessKafkaSink` keeps this queue, budget and contract and moves the
+producer into a child process; the hooks `_open`, `_send_batch`, `_flush_producer` and
+`_close_producer` are what it replaces, all called in the sink's one thread.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ingest.kafka import DeadLetter, send_dead_letter
+from ingest.kafka import DeadLetter, dead_letter_record
 from ingest.metrics import DEAD_LETTERS, DELIVERY_FAILURES, MESSAGES, QUEUE_DEPTH
 from ingest.settings import TopicSettings
 
@@ -35,20 +39,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Send = Callable[["KafkaProducer"], Any]  # runs in the producer thread, returns kafka-python's send future
-
 
 @dataclass(slots=True)
 class _Job:
-    """One record for the producer thread: a plain send (topic, key, value, headers), or `send` for the rest."""
+    """One record for the producer: where it goes, its bytes, and who waits for its acknowledgement."""
 
-    send: Send | None
     kind: str
     ack: asyncio.Future | None
-    size: int
-    topic: str = ""
-    key: bytes | None = None
-    value: bytes | None = None
+    size: int  # what it counts against `max_in_flight_bytes`
+    topic: str
+    key: bytes | None
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
 
 
@@ -79,11 +80,15 @@ class KafkaSink:
         self._factory = producer_factory
         self._queue_size = queue_size
         self._batch_size = batch_size
+        self._linger_s = 0.0  # wait this long for a batch to fill when it starts small (subclasses)
         self._queue: asyncio.Queue[_Job] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{source}")
         self._producer: KafkaProducer | None = None
         self._drain: asyncio.Task | None = None
+        self._started = False  # the producer exists (`_open` returned)
         self._closed = False
+        self.failure: BaseException | None = None  # the producer can no longer deliver (its process died)
+        self._failed: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sent = 0  # records handed to the producer (dead letters included)
 
@@ -91,7 +96,9 @@ class KafkaSink:
         """Create the producer in its thread (it blocks on bootstrap) and start draining."""
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue(self._queue_size)
-        self._producer = await self._loop.run_in_executor(self._thread, self._factory)
+        self._failed = asyncio.Event()
+        await self._loop.run_in_executor(self._thread, self._open)
+        self._started = True
         self._drain = asyncio.create_task(self._drain_forever(), name=f"kafka-sink-{self.source}")
         return self
 
@@ -113,35 +120,33 @@ class KafkaSink:
         With `ack=True` returns a future resolved when Kafka acknowledged the record (or failed
         with the error): use it where something is recorded as done only once it is durable.
         """
-        if self._closed or self._queue is None or self._loop is None:
-            raise SinkClosed(f"kafka sink {self.source!r} is not running")
+        if self._closed or self._queue is None or self._loop is None or self.failure is not None:
+            raise self.failure or SinkClosed(f"kafka sink {self.source!r} is not running")
         future = self._loop.create_future() if ack else None
-        await self._queue.put(_Job(None, kind, future, len(value) + len(key or b""), topic, key, value, headers))
+        await self._queue.put(_Job(kind, future, len(value) + len(key or b""), topic, key, value, headers))
         return future
+
+    async def wait_failed(self) -> BaseException:
+        """Return `failure` once the producer can no longer deliver; for a supervisor to stop the source."""
+        assert self._failed is not None, "start() first"
+        await self._failed.wait()
+        assert self.failure is not None
+        return self.failure
 
     async def dead_letter(self, letter: DeadLetter, raw: bytes | None, key: bytes | None = None) -> None:
         """Send a refused payload, untouched, to the dead-letter topic with the reason in its headers."""
+        if self._closed or self._queue is None or self._loop is None or self.failure is not None:
+            raise self.failure or SinkClosed(f"kafka sink {self.source!r} is not running")
         DEAD_LETTERS.labels(self.source, letter.stage).inc()
-        topics = self.topics
-
-        def send(producer: KafkaProducer) -> Any:
-            return send_dead_letter(producer, topics, letter, raw, key)
-
-        await self._put(send, "deadletter", False, len(raw or b"") + len(key or b"") + 512)
-
-    async def _put(self, send: Send, kind: str, ack: bool, size: int) -> asyncio.Future | None:
-        if self._closed or self._queue is None or self._loop is None:
-            raise SinkClosed(f"kafka sink {self.source!r} is not running")
-        future = self._loop.create_future() if ack else None
-        await self._queue.put(_Job(send, kind, future, size))
-        return future
+        topic, value, headers = dead_letter_record(self.topics, letter, raw)
+        await self._queue.put(_Job("deadletter", None, len(value) + len(key or b"") + 512, topic, key, value, headers))
 
     async def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued record was handed to the producer and acknowledged."""
-        if self._queue is None or self._loop is None or self._producer is None:
+        if self._queue is None or self._loop is None or not self._started:
             return
         await asyncio.wait_for(self._queue.join(), timeout_s)
-        await self._loop.run_in_executor(self._thread, self._producer.flush, timeout_s)
+        await self._loop.run_in_executor(self._thread, self._flush_producer, timeout_s)
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Deliver what is queued, then stop the producer and its thread; idempotent."""
@@ -162,10 +167,19 @@ class KafkaSink:
                 self._drain.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._drain
-            if self._producer is not None and self._loop is not None:
+            if self._started and self._loop is not None:
                 await self._loop.run_in_executor(self._thread, self._close_producer, timeout_s)
             self._thread.shutdown(wait=True)
             QUEUE_DEPTH.labels(self.source).set(0)
+
+    # -- the producer: these run in the sink's thread -------------------------------------------------------
+
+    def _open(self) -> None:
+        self._producer = self._factory()
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        assert self._producer is not None
+        self._producer.flush(timeout_s)
 
     def _close_producer(self, timeout_s: float) -> None:
         """Flush and close; a broker that does not acknowledge in time costs the unsent records, not a hang."""
@@ -187,6 +201,8 @@ class KafkaSink:
         queue = self._queue
         while True:
             batch = [await queue.get()]
+            if self._linger_s and queue.qsize() < self._batch_size - 1:
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             QUEUE_DEPTH.labels(self.source).set(queue.qsize())
@@ -213,10 +229,7 @@ class KafkaSink:
                 break
             while True:
                 try:
-                    if job.send is None:
-                        future = self._producer.send(job.topic, key=job.key, value=job.value, headers=job.headers)
-                    else:
-                        future = job.send(self._producer)
+                    future = self._producer.send(job.topic, key=job.key, value=job.value, headers=job.headers)
                     break
                 except KafkaTimeoutError as exc:
                     # Buffer still full after max_block_ms: the broker is slow or away. Keep the record and

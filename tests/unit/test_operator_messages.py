@@ -185,3 +185,13 @@ def test_a_failed_pipeline_leaves_without_waiting_on_the_dead_service():
 
     assert explained.exit_code == FAILURE and explained.abandon
     assert not explain(Unreachable("cannot reach Redis")).abandon
+
+
+def test_a_dead_kafka_producer_process_is_one_line_and_a_failure_exit():
+    from ingest.process_sink import ProducerProcessDied
+
+    message = ("kafka producer process kafka-producer-bybit (pid 7, exit code -9) of source 'bybit' died "
+               "(its pipe closed (EOFError)); 12 records were not acknowledged")
+    explained = explain(ProducerProcessDied(message))
+
+    assert (explained.message, explained.exit_code, explained.abandon) == (message, FAILURE, True)
