@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-CRITERIA = ("skip_loss", "block_influence", "angular")
+CRITERIA = ("skip_loss", "block_influence", "angular", "top")
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,18 @@ class FinetuneConfig:
 
     target_layers: int = 12  # depth to reach by successive dropping (<= the base's depth)
     teacher_layers: int | None = 16  # dropping pauses here; this model trains, then teaches the target depth
-    teacher_epochs: float = 1.0  # passes at teacher depth before its predictions are recorded
+    teacher_epochs: float = 1.5  # passes at teacher depth before its predictions are recorded
     distill_alpha: float = 0.5  # weight of the teacher's soft labels against the true labels
     distill_temperature: float = 2.0
     drop_every: int = 6  # optimizer steps between two drops
     warmup_steps: int = 12  # steps at full depth before the first drop (the head and the body meet)
     criterion: str = "skip_loss"  # skip_loss (task loss when a layer is bypassed), block_influence, angular
-    # on the way down to the teacher the head is still untrained, so a task loss says little and costs a
-    # forward per candidate layer; a representation criterion (one forward) decides those drops
-    teacher_criterion: str | None = "block_influence"  # None: `criterion` for every drop
+    # On the way down to the teacher the head is untrained, so a task loss says little there. "top" keeps the
+    # first `teacher_layers` layers, cut before the first step: dropping the top layers of a pretrained
+    # transformer keeps fine-tuned quality best (Sajjad et al. 2023), and on the twitter set the first 16
+    # of SmolLM2's layers beat 16 chosen by block influence while training (0.81 vs 0.75 after an epoch).
+    # The measured criterion (`criterion`) then takes the teacher down to the target, head trained.
+    teacher_criterion: str | None = "top"  # None: `criterion` for every drop
     probe_examples: int = 64  # held-out training examples the criterion is measured on
     keep_last_layer: bool = True  # the head reads the last layer's output: never drop it
     freeze_embeddings: bool = True
@@ -251,6 +254,8 @@ def _choose_victim(model: Any, config: FinetuneConfig, probe: _Batches, probe_ba
 
     n = len(model.model.layers)
     candidates = list(range(n - 1 if config.keep_last_layer and n > 1 else n))
+    if criterion == "top":  # the deepest layer goes, whatever keep_last_layer says: the model becomes a prefix
+        return n - 1, [math.inf] * (n - 1) + [0.0]
     if criterion == "skip_loss":
         cand_scores = skip_losses(model, probe, probe_batches, candidates, autocast)
     else:
@@ -303,7 +308,10 @@ def plan_schedule(config: FinetuneConfig, start_layers: int, steps_per_epoch: in
         drops = [config.warmup_steps + k * config.drop_every for k in range(n_drops)]
         total, teacher_step, teacher = max(1, round(config.epochs * steps_per_epoch)), None, None
     else:
-        first = [config.warmup_steps + k * config.drop_every for k in range(start_layers - teacher)]
+        if (config.teacher_criterion or config.criterion) == "top":  # a cut, nothing to measure: before training
+            first = [0] * (start_layers - teacher)
+        else:
+            first = [config.warmup_steps + k * config.drop_every for k in range(start_layers - teacher)]
         teacher_step = (first[-1] if first else 0) + max(1, round(config.teacher_epochs * steps_per_epoch))
         drops = first + [teacher_step + k * config.drop_every for k in range(teacher - config.target_layers)]
         total = teacher_step + max(1, round(config.epochs * steps_per_epoch))
@@ -430,6 +438,24 @@ def finetune(
     history: list[dict[str, Any]] = []
     drops: list[dict[str, Any]] = []
     teacher: dict[str, Any] | None = None
+
+    def drop_one(step: int) -> torch.optim.Optimizer:
+        """Drop the layer the criterion of this phase picks; a fresh optimizer (the old one held its moments)."""
+        before_teacher = plan.teacher_step is not None and step < plan.teacher_step
+        criterion = (config.teacher_criterion or config.criterion) if before_teacher else config.criterion
+        victim, scores = _choose_victim(model, config, probe, probe_batches, autocast, criterion)
+        _drop(model, victim)
+        decision = {"step": step, "dropped_original": _original_index(drops, victim, start_layers),
+                    "dropped_now": victim, "layers_left": len(model.model.layers), "criterion": criterion,
+                    "scores": [round(s, 5) if math.isfinite(s) else None for s in scores]}
+        drops.append(decision)
+        log.debug("finetune.drop", **{k: v for k, v in decision.items() if k != "scores"})
+        return _optimizer(model, config)
+
+    if plan.drops.count(0):
+        for _ in range(plan.drops.count(0)):
+            optimizer = drop_one(0)
+        _temper_head(model, probe, probe_batches)  # the cut model's logits have another spread
     soft: torch.Tensor | None = None  # the teacher's logits per training example
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     best_step, stale, stopped_early = None, 0, False
@@ -467,16 +493,7 @@ def finetune(
                           f"{teacher['val_accuracy']:.4f} macro-F1 {teacher['val_macro_f1']:.4f}")
             log.info("finetune.teacher", **{k: v for k, v in teacher.items() if k != "kept_layers"})
         if step in plan.drops:
-            before_teacher = plan.teacher_step is not None and step < plan.teacher_step
-            criterion = (config.teacher_criterion or config.criterion) if before_teacher else config.criterion
-            victim, scores = _choose_victim(model, config, probe, probe_batches, autocast, criterion)
-            _drop(model, victim)
-            optimizer = _optimizer(model, config)  # its state held the removed layer's moments
-            decision = {"step": step, "dropped_original": _original_index(drops, victim, start_layers),
-                        "dropped_now": victim, "layers_left": len(model.model.layers), "criterion": criterion,
-                        "scores": [round(s, 5) if math.isfinite(s) else None for s in scores]}
-            drops.append(decision)
-            log.debug("finetune.drop", **{k: v for k, v in decision.items() if k != "scores"})
+            optimizer = drop_one(step)
         at_target = len(model.model.layers) == config.target_layers
         if val is not None and at_target and (step % config.eval_every == 0 or step == plan.total):
             val_loss, preds = _loss_on(model, val, val.ordered(64))

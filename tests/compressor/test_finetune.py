@@ -107,7 +107,8 @@ def test_layers_dropped_on_schedule_embeddings_frozen(base_dir: Path, corpus: tu
 def test_teacher_trained_then_distilled_into_target(base_dir: Path, corpus: tuple[Path, Path],
                                                     tmp_path: Path) -> None:
     train_path, eval_path = corpus
-    config = _config(teacher_layers=5, teacher_epochs=0.1, target_layers=3, epochs=1.0)
+    config = _config(teacher_layers=5, teacher_epochs=0.1, target_layers=3, epochs=1.0,
+                     teacher_criterion="block_influence")
     report = finetune(base_dir, train_path, tmp_path / "out", eval_path, config, progress=False)
 
     teacher_step = report["teacher"]["step"]
@@ -120,16 +121,30 @@ def test_teacher_trained_then_distilled_into_target(base_dir: Path, corpus: tupl
     assert meta["lineage"]["teacher"]["layers"] == 5
 
 
+def test_top_cut_makes_the_teacher_a_prefix_before_the_first_step(base_dir: Path, corpus: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    train_path, _ = corpus
+    config = _config(teacher_layers=4, teacher_epochs=0.1, target_layers=3, epochs=0.5, teacher_criterion="top")
+    report = finetune(base_dir, train_path, tmp_path / "out", None, config, progress=False)
+
+    assert [(d["step"], d["criterion"]) for d in report["drops"][:2]] == [(0, "top"), (0, "top")]
+    assert report["teacher"]["kept_layers"] == [0, 1, 2, 3]  # the first four of six, the last one included in the cut
+    assert report["drops"][2]["criterion"] == "skip_loss" and report["drops"][2]["step"] == report["teacher"]["step"]
+    assert len(report["kept_layers"]) == 3
+
+
 def test_schedule_restarts_the_learning_rate_for_the_student() -> None:
     from compressor.finetune import plan_schedule
 
     config = FinetuneConfig(target_layers=12, teacher_layers=16, warmup_steps=12, drop_every=6, teacher_epochs=1.0,
-                            epochs=2.0)
+                            epochs=2.0, teacher_criterion="block_influence")
     plan = plan_schedule(config, start_layers=30, steps_per_epoch=100)
     assert plan.drops[:14] == tuple(12 + 6 * k for k in range(14)) and plan.teacher_step == 90 + 100
     assert plan.drops[14:] == (190, 196, 202, 208) and plan.total == 190 + 200
     assert plan.factor(plan.teacher_step - 1) < 0.01 and plan.factor(plan.teacher_step) > 0  # decayed, restarted
     assert plan.factor(plan.teacher_step + 20) > 0.95  # the student warmed up again
+    cut = plan_schedule(FinetuneConfig(teacher_epochs=1.0), start_layers=30, steps_per_epoch=100)
+    assert cut.drops[:14] == (0,) * 14 and cut.teacher_step == 100  # "top": cut before training
     with pytest.raises(ValueError, match="steps planned"):
         plan_schedule(FinetuneConfig(epochs=0.01), start_layers=30, steps_per_epoch=100)
 
