@@ -348,9 +348,11 @@ def compress_train(
     teacher_layers: Annotated[Optional[int], typer.Option(
         min=0, help="--base: depth where dropping pauses to train a teacher that the target depth distills from; "
                     "0: no teacher [16]")] = None,
-    teacher_epochs: Annotated[float, typer.Option(min=0.01, help="--base: passes at the teacher's depth")] = 1.0,
+    teacher_epochs: Annotated[Optional[float], typer.Option(
+        min=0.01, help="--base: passes at the teacher's depth [1.5]")] = None,
     teacher_criterion: Annotated[Optional[str], typer.Option(
-        help="--base: criterion for the drops down to the teacher [block_influence]")] = None,
+        help="--base: how the drops down to the teacher choose: top (keep the first layers, cut before "
+             "training) or a --criterion value [top]")] = None,
     distill_alpha: Annotated[float, typer.Option(
         min=0, max=1, help="--base: weight of the teacher's soft labels against the true labels")] = 0.5,
     criterion: Annotated[str, typer.Option(
@@ -421,7 +423,7 @@ def _train_scratch(data: Path, out: Path, eval: Optional[Path], epochs: Optional
 
 def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: Optional[float], max_length: int,
               batch_size: Optional[int], lr: Optional[float], target_layers: Optional[int], drop_every: int,
-              teacher_layers: Optional[int], teacher_epochs: float, teacher_criterion: Optional[str],
+              teacher_layers: Optional[int], teacher_epochs: Optional[float], teacher_criterion: Optional[str],
               distill_alpha: float, criterion: str, freeze_embeddings: bool, label_words: str, validation_fraction: float,
               patience: int, eval_every: int, max_steps: Optional[int], bf16: str, threads: Optional[int],
               seed: int, name: Optional[str]) -> dict:
@@ -434,7 +436,7 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
     config = FinetuneConfig(
         target_layers=target_layers or defaults.target_layers, drop_every=drop_every, criterion=criterion,
         teacher_layers=_teacher_depth(teacher_layers, target_layers or defaults.target_layers, defaults.teacher_layers),
-        teacher_epochs=teacher_epochs, distill_alpha=distill_alpha,
+        teacher_epochs=teacher_epochs or defaults.teacher_epochs, distill_alpha=distill_alpha,
         teacher_criterion=teacher_criterion or defaults.teacher_criterion,
         freeze_embeddings=freeze_embeddings, epochs=epochs or defaults.epochs, max_steps=max_steps,
         batch_size=batch_size or defaults.batch_size, learning_rate=defaults.learning_rate if lr is None else lr,
