@@ -41,7 +41,7 @@ class FinetuneConfig:
 
     target_layers: int = 12  # depth to reach by successive dropping (<= the base's depth)
     teacher_layers: int | None = 16  # dropping pauses here; this model trains, then teaches the target depth
-    teacher_epochs: float = 1.5  # passes at teacher depth before its predictions are recorded
+    teacher_epochs: float = 1.0  # passes at teacher depth before its predictions are recorded
     distill_alpha: float = 0.5  # weight of the teacher's soft labels against the true labels
     distill_temperature: float = 2.0
     drop_every: int = 6  # optimizer steps between two drops

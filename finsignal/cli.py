@@ -349,7 +349,7 @@ def compress_train(
         min=0, help="--base: depth where dropping pauses to train a teacher that the target depth distills from; "
                     "0: no teacher [16]")] = None,
     teacher_epochs: Annotated[Optional[float], typer.Option(
-        min=0.01, help="--base: passes at the teacher's depth [1.5]")] = None,
+        min=0.01, help="--base: passes at the teacher's depth [1]")] = None,
     teacher_criterion: Annotated[Optional[str], typer.Option(
         help="--base: how the drops down to the teacher choose: top (keep the first layers, cut before "
              "training) or a --criterion value [top]")] = None,
