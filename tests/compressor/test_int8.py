@@ -91,3 +91,13 @@ def test_fused_projections_compute_what_separate_ones_do() -> None:
     torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(again, separate, rtol=1e-5, atol=1e-5)
     assert sum(isinstance(m, FusedInt8) for m in model.modules()) == 2 * len(model.model.layers)
+
+
+def test_fp32_grid_path_computes_the_int8_gemm_exactly() -> None:
+    """CPUs without VNNI/AMX multiply the int8 grid in fp32: the same integers as torch._int_mm."""
+    from compressor.runtime.int8 import int8_matmul
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(-127, 128, (40, 576), dtype=torch.int8, generator=gen)
+    w = torch.randint(-127, 128, (576, 96), dtype=torch.int8, generator=gen)
+    assert torch.equal(int8_matmul(q, w, w.float()), int8_matmul(q, w, None))
