@@ -223,8 +223,14 @@ def _decompress_max_error(out: Path, int8: dict[str, Int8Linear]) -> float:
     from compressed_tensors.compressors import ModelCompressor
 
     hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # int8 embedding rows live beside this file: transformers reports them missing
+    try:
+        with _quiet():
+            loaded = LlamaForSequenceClassification.from_pretrained(out, dtype=torch.float32, local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     with _quiet():
-        loaded = LlamaForSequenceClassification.from_pretrained(out, dtype=torch.float32, local_files_only=True)
         if getattr(loaded, "hf_quantizer", None) is not None:
             ModelCompressor.from_compression_config(loaded.hf_quantizer.quantization_config).decompress_model(loaded)
     worst = 0.0
