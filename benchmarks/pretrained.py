@@ -222,6 +222,7 @@ def measure_child(kind: str, path: str, texts_file: str, out_file: str, threads:
         from signals.prompt import PromptModel
 
         prompt = PromptModel.load(path, threads=threads)
+        torch.set_num_threads(os.cpu_count() or threads)  # load pinned the timing count; predict on every core
         batches, singles, groups = _encoded(prompt.tokenizer, texts, 32, 256, list(prompt.head),
                                             list(prompt.tail))
 
