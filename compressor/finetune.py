@@ -565,20 +565,14 @@ def use_bf16_autocast(setting: str) -> bool:
     """Whether to train with bf16 autocast: fp32 master weights, bf16 matmuls (AMX makes them ~1.5x faster)."""
     import torch
 
+    from compressor.runtime.loader import cpu_has_bf16
+
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"bf16_autocast {setting!r}: expected auto, on or off")
     if setting != "auto":
         return setting == "on"
     return bool(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() == "AVX512"
-                and _cpu_has_bf16())
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+                and cpu_has_bf16())
 
 
 def _drop(model: Any, index: int) -> None:

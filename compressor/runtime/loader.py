@@ -208,8 +208,11 @@ def native_bf16() -> bool:
     """Whether this machine multiplies bf16 natively: a CUDA device, or a CPU with AMX or AVX512-BF16."""
     import torch
 
-    if torch.cuda.is_available():
-        return True
+    return torch.cuda.is_available() or cpu_has_bf16()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has AMX or AVX512-BF16 (Linux /proc/cpuinfo; False elsewhere)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -223,7 +226,6 @@ def vllm_directory(directory: str | Path, cache: str | Path) -> Path:
     The view links every file of the artifact except the int8 rows and adds them dequantized to bf16 as
     `model.embed_tokens.weight`; it is built once per content and reused.
     """
-    import hashlib
     import os
     import shutil
 
@@ -234,7 +236,8 @@ def vllm_directory(directory: str | Path, cache: str | Path) -> Path:
     rows = directory / EMBEDDING_FILE
     if not rows.is_file():
         return directory
-    digest = hashlib.sha256(rows.read_bytes() + (directory / "model.safetensors").read_bytes()).hexdigest()[:16]
+    # the manifest's content hash covers every weight file: no need to read gigabytes again at start-up
+    digest = str(json.loads((directory / "finsignal.json").read_text())["content_hash"])[:16]
     view = Path(cache) / "vllm-views" / f"{directory.name}-{digest}"
     if view.is_dir():
         return view
