@@ -42,9 +42,10 @@ def weight_bytes(directory: str | Path) -> int:
 
 
 def tensor_bytes(module: nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers, each storage counted once."""
+    """Bytes held by a module's parameters and buffers, each storage counted once, plus int8 kernels' packed
+    weights (FBGEMM's copy is no tensor)."""
     seen: set[int] = set()
-    total = 0
+    total = sum(getattr(m, "packed_bytes", 0) for m in module.modules())
     for t in [*module.parameters(), *module.buffers()]:
         storage = t.untyped_storage()
         if storage.data_ptr() not in seen:

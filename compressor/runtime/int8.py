@@ -1,14 +1,28 @@
-"""Int8 inference on CPU: per-channel symmetric weights, dynamic per-token symmetric activations.
+"""Int8 inference on CPU: per-channel symmetric weights, dynamic per-token activations.
 
-`Int8Linear` multiplies int8 activations by int8 weights with `torch._int_mm` (int32 accumulation;
-oneDNN with VNNI on x86) and rescales the int32 result by the token and channel scales. Projections that
-read the same input (q/k/v, gate/up) can be fused into one `Int8Linear` so each activation is quantized
-once. `Int8Embedding` keeps one int8 row and one scale per token and dequantizes only the rows looked up.
+`Int8Linear` multiplies int8 activations by int8 weights and rescales the result by the token and channel
+scales. Which int8 GEMM runs depends on the CPU (`INT8_KERNEL`, overridable with `FINSIGNAL_INT8_KERNEL`):
+
+- `int_mm`: `torch._int_mm` (int32 accumulation; oneDNN with VNNI/AMX), exactly the W8A8 model vLLM serves.
+- `fbgemm`: x86 without VNNI/AMX. FBGEMM's AVX2 u8 x s8 kernels (`quantized::linear_dynamic`) on the same
+  int8 weights; each token is scaled to [-1, 1] and FBGEMM's per-tensor range pinned to [-1, 1], so the
+  activation grid is in effect per token and independent of the batch. FBGEMM keeps activations to 7 bits
+  on AVX2 (its `reduce_range`, so pairwise u8 x s8 sums cannot saturate 16 bits): the same weights with a
+  coarser activation grid, measured in the compress report.
+- `fp32`: the int8 grid multiplied in float32 from an fp32 copy (any other CPU); exact, but no faster.
+
+Projections that read the same input (q/k/v, gate/up) can be fused into one GEMM so each activation is
+quantized once. `Int8Embedding` keeps one int8 row and one scale per token and dequantizes only the rows
+looked up.
 
 This module imports torch at top level: import it lazily from code on the CLI's start-up path.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,21 +30,40 @@ from torch import nn
 QMAX = 127  # symmetric int8 in [-127, 127]: negation never overflows, zero point is always 0
 
 
-def _native_int8_gemm() -> bool:
-    """Whether the CPU has int8 dot-product instructions (VNNI or AMX) for `torch._int_mm`.
+KERNELS = ("int_mm", "fbgemm", "fp32")
 
-    Without them PyTorch's int8 GEMM falls back to a scalar kernel: measured 59x slower than an fp32
-    matmul on an AVX2 EPYC (864 x 576 by 576 x 1536: 1,451 ms vs 25 ms). There the same int8 grid is
-    multiplied in fp32 instead (see `Int8Linear`).
-    """
+
+def _cpu_flags() -> str | None:
     try:
-        flags = open("/proc/cpuinfo").read()
+        return open("/proc/cpuinfo").read()
     except OSError:
-        return True  # not Linux: trust the platform's kernel
-    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+        return None  # not Linux
 
 
-INT8_GEMM = _native_int8_gemm()
+def _choose_kernel() -> str:
+    """The int8 GEMM for this CPU: `torch._int_mm` with VNNI/AMX, FBGEMM's AVX2 kernels, else fp32.
+
+    Without int8 dot-product instructions `torch._int_mm` falls back to a scalar kernel: measured 59x slower
+    than an fp32 matmul on an AVX2 EPYC (864 x 576 by 576 x 1536: 1,451 ms vs 25 ms), where FBGEMM's
+    u8 x s8 kernels run 2-3x faster than fp32 at a sentence's 27 tokens.
+    """
+    forced = os.environ.get("FINSIGNAL_INT8_KERNEL", "").strip().lower()
+    if forced:
+        if forced not in KERNELS:
+            raise ValueError(f"FINSIGNAL_INT8_KERNEL={forced!r}: choose one of {', '.join(KERNELS)}")
+        if forced == "fbgemm" and "fbgemm" not in torch.backends.quantized.supported_engines:
+            raise ValueError("FINSIGNAL_INT8_KERNEL=fbgemm: this PyTorch build has no FBGEMM")
+        return forced
+    flags = _cpu_flags()
+    if flags is None or any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8")):
+        return "int_mm"  # not Linux: trust the platform's kernel
+    if " avx2" in flags and "fbgemm" in torch.backends.quantized.supported_engines:
+        return "fbgemm"
+    return "fp32"
+
+
+INT8_KERNEL = _choose_kernel()
+INT8_GEMM = INT8_KERNEL == "int_mm"
 
 
 def int8_matmul(q: torch.Tensor, weight_t: torch.Tensor, grid_t: torch.Tensor | None) -> torch.Tensor:
@@ -42,6 +75,38 @@ def int8_matmul(q: torch.Tensor, weight_t: torch.Tensor, grid_t: torch.Tensor | 
     if grid_t is not None:
         return q.float() @ grid_t
     return torch._int_mm(q, weight_t).float()
+
+
+def fbgemm_pack(qweight_t: torch.Tensor, scale: torch.Tensor) -> Any:
+    """FBGEMM's packed form of int8 weights [in, out] with per-output-channel scales (zero points 0)."""
+    out = qweight_t.shape[1]
+    with warnings.catch_warnings():
+        # PyTorch deprecates quantized tensors (in favour of torchao, not a dependency here); the pinned torch
+        # has them, and through them FBGEMM's AVX2 u8 x s8 kernels
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        weight = torch._make_per_channel_quantized_tensor(
+            qweight_t.t().contiguous(), scale.reshape(-1).double(), torch.zeros(out, dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(weight, None)
+
+
+def fbgemm_matmul(x: torch.Tensor, packed: Any) -> torch.Tensor:
+    """x [M, K] float32 times the packed int8 weights (scales applied), activations quantized per token.
+
+    Each row is scaled to [-1, 1] and one extra row holding -1 and 1 pins FBGEMM's dynamic range for the
+    whole tensor to [-1, 1]: every token gets the same 7-bit grid of its own range, so a document scores the
+    same alone or in any batch, next to LLaMA's massive first-token activations or padding.
+    """
+    rows, width = x.shape
+    absmax = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg_()).clamp_min_(1e-12)
+    scaled = x.new_zeros(rows + 1, width)
+    torch.div(x, absmax, out=scaled[:rows])
+    scaled[rows, 0], scaled[rows, -1] = -1.0, 1.0
+    return torch.ops.quantized.linear_dynamic(scaled, packed, True)[:rows].mul_(absmax)
+
+
+def _packed_bytes(qweight_t: torch.Tensor) -> int:
+    """Bytes of FBGEMM's packed copy: the int8 values plus one int32 column offset per output channel."""
+    return qweight_t.numel() + 4 * qweight_t.shape[1]
 
 
 def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,14 +138,53 @@ def fake_quantize_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def fake_quantize_tokens(x: torch.Tensor) -> torch.Tensor:
-    """Per-token int8 round trip; the gradient passes straight through."""
-    scale = (x.detach().abs().amax(dim=-1, keepdim=True) / QMAX).clamp_min(1e-12)
-    q = torch.round(x.detach() / scale).clamp_(-QMAX, QMAX) * scale
+    """Per-token round trip through the activation grid this CPU's int8 kernel uses; the gradient passes
+    straight through. FBGEMM's 7-bit grid on [-1, 1] (see `fbgemm_matmul`) is coarser than int8's, and a
+    model trained on it loses nothing on the finer one, so quantization-aware training uses the coarser."""
+    absmax = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    if INT8_KERNEL == "fbgemm":
+        step = absmax * (2 / 127)
+        q = torch.round(x.detach() / step).clamp_(-64, 63) * step
+    else:
+        scale = absmax / QMAX
+        q = torch.round(x.detach() / scale).clamp_(-QMAX, QMAX) * scale
     return x + (q - x).detach()
 
 
-class Int8Linear(nn.Module):
-    """y = (int8(x) @ int8(W)^T) * s_x * s_w + b: one int8 GEMM per call, int32 accumulation."""
+class _Int8Weights(nn.Module):
+    """Holds int8 weights `qweight_t` [in, out] and scales [1, out]; runs them on this CPU's int8 kernel."""
+
+    qweight_t: torch.Tensor
+    scale: torch.Tensor
+
+    def _prepare_kernel(self) -> None:
+        """Build what `INT8_KERNEL` multiplies: nothing, an fp32 copy of the grid, or FBGEMM's packed copy.
+
+        Neither copy is saved; `tensor_bytes` counts both (`packed_bytes` for the one that is no tensor).
+        """
+        self.register_buffer("grid_t", self.qweight_t.float() if INT8_KERNEL == "fp32" else None, persistent=False)
+        self.packed = fbgemm_pack(self.qweight_t, self.scale) if INT8_KERNEL == "fbgemm" else None
+        self.packed_bytes = _packed_bytes(self.qweight_t) if self.packed is not None else 0
+
+    def _release_kernel(self) -> None:
+        self.grid_t, self.packed, self.packed_bytes = None, None, 0
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        if self.packed is not None or self.grid_t is not None:
+            self._prepare_kernel()  # new weights: the kernel's copy must follow them
+
+    def _gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, in] float32 -> [M, out] float32, scales applied, no bias."""
+        if self.packed is not None:
+            return fbgemm_matmul(x, self.packed)
+        q, sx = quantize_per_token(x)
+        # an explicit float() then in-place scaling beats type-promoting int32 * float32 kernels on CPU
+        return int8_matmul(q, self.qweight_t, self.grid_t).mul_(sx).mul_(self.scale)
+
+
+class Int8Linear(_Int8Weights):
+    """y = (int8(x) @ int8(W)^T) * s_x * s_w + b: one int8 GEMM per call."""
 
     def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -93,8 +197,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("qweight_t", qweight.t().contiguous())
         self.register_buffer("scale", scale.detach().float().reshape(1, -1).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # no int8 dot products on this CPU: an fp32 copy of the grid (never saved, counted in memory)
-        self.register_buffer("grid_t", None if INT8_GEMM else self.qweight_t.float(), persistent=False)
+        self._prepare_kernel()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -111,15 +214,13 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        q, sx = quantize_per_token(x.reshape(-1, self.in_features).float())
-        # an explicit float() then in-place scaling beats type-promoting int32 * float32 kernels on CPU
-        y = int8_matmul(q, self.qweight_t, self.grid_t).mul_(sx).mul_(self.scale)
+        y = self._gemm(x.reshape(-1, self.in_features).float())
         if self.bias is not None:
             y.add_(self.bias)
         return y.reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 int8"
+        return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 int8 ({INT8_KERNEL})"
 
 
 class Int8Embedding(nn.Module):
@@ -159,7 +260,7 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows"
 
 
-class FusedInt8(nn.Module):
+class FusedInt8(_Int8Weights):
     """Several `Int8Linear`s reading the same input (q/k/v, gate/up) as one int8 GEMM.
 
     The input is quantized once and multiplied once; each projection's `Int8Slice` returns its columns.
@@ -176,9 +277,9 @@ class FusedInt8(nn.Module):
         self.sizes = [p.out_features for p in parts]
         self.register_buffer("qweight_t", torch.cat([p.qweight_t for p in parts], dim=1).contiguous())
         self.register_buffer("scale", torch.cat([p.scale for p in parts], dim=1).contiguous())
-        self.register_buffer("grid_t", None if INT8_GEMM else self.qweight_t.float(), persistent=False)
+        self._prepare_kernel()
         for p in parts:  # the fused copy replaces theirs
-            p.grid_t = None
+            p._release_kernel()
         biases = [p.bias for p in parts]
         self.register_buffer("bias", None if all(b is None for b in biases) else torch.cat(
             [b if b is not None else torch.zeros(n) for b, n in zip(biases, self.sizes)]))
@@ -189,8 +290,7 @@ class FusedInt8(nn.Module):
     def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if self._input is not x:
             lead = x.shape[:-1]
-            q, sx = quantize_per_token(x.reshape(-1, self.in_features).float())
-            y = int8_matmul(q, self.qweight_t, self.grid_t).mul_(sx).mul_(self.scale)
+            y = self._gemm(x.reshape(-1, self.in_features).float())
             if self.bias is not None:
                 y.add_(self.bias)
             self._outputs = tuple(part.reshape(*lead, -1).to(x.dtype) for part in y.split(self.sizes, dim=-1))
@@ -202,7 +302,7 @@ class FusedInt8(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.sizes}, W8A8 int8 fused"
+        return f"in_features={self.in_features}, out_features={self.sizes}, W8A8 int8 fused ({INT8_KERNEL})"
 
 
 class Int8Slice(nn.Module):

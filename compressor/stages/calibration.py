@@ -72,12 +72,42 @@ def _hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def output_shift(model: Any, batches: list[dict[str, Any]]) -> list[float]:
+    """Per decoder layer, KL(model || model without that layer) of the label distribution, mean per text.
+
+    The label-free task loss of bypassing a layer: what the classifier would lose, measured on what it
+    says rather than on how much the layer turns the residual stream (which a fine-tuned head may ignore).
+    """
+    layers = decoder_layers(model)
+    model.eval()
+
+    def log_probs() -> list[torch.Tensor]:
+        return [torch.log_softmax(model(**b, use_cache=False).logits.float(), dim=-1) for b in batches]
+
+    scores = []
+    with torch.inference_mode():
+        full = log_probs()
+        n = sum(f.shape[0] for f in full)
+        for i in range(len(layers)):
+            model.model.layers = nn.ModuleList(layer for j, layer in enumerate(layers) if j != i)
+            try:
+                kl = sum(float(torch.nn.functional.kl_div(s, f, log_target=True, reduction="sum"))
+                         for s, f in zip(log_probs(), full))
+            finally:
+                model.model.layers = layers
+            scores.append(kl / max(1, n))
+    return scores
+
+
 def layer_scores(model: Any, batches: list[dict[str, Any]], criterion: str) -> list[float]:
-    """Per decoder layer, how much it changes the residual stream: low means the layer can go.
+    """Per decoder layer, how much it matters: low means the layer can go.
 
     block_influence (ShortGPT): mean over tokens of 1 - cos(h_in, h_out).
     angular (Gromov et al.): mean over tokens of arccos(cos(h_in, h_out)) / pi.
+    output_kl: KL divergence of the model's labels with the layer bypassed (`output_shift`).
     """
+    if criterion == "output_kl":
+        return output_shift(model, batches)
     mask = _Mask()
     layers = decoder_layers(model)
     sums = [0.0] * len(layers)

@@ -9,16 +9,30 @@ from compressor.stages.layer_drop import choose_layers_to_drop
 from tests.compressor.conftest import batch, make_classifier
 
 
-def test_an_identity_layer_has_zero_influence_by_both_criteria() -> None:
+def test_an_identity_layer_has_zero_influence_by_every_criterion() -> None:
     model = make_classifier(layers=3)
     with torch.no_grad():
         model.model.layers[1].self_attn.o_proj.weight.zero_()
         model.model.layers[1].mlp.down_proj.weight.zero_()
     batches = [batch(seed=s) for s in range(2)]
-    for criterion in ("block_influence", "angular"):
+    layers = model.model.layers
+    for criterion in ("block_influence", "angular", "output_kl"):
         scores = layer_scores(model, batches, criterion)
-        assert scores[1] < 1e-4 < min(scores[0], scores[2])
+        assert scores[1] < 1e-4 < min(scores[0], scores[2]), criterion
         assert choose_layers_to_drop(scores, 1) == [1]
+    assert model.model.layers is layers and len(layers) == 3  # the bypass probes leave the model whole
+
+
+def test_output_kl_is_the_divergence_of_the_bypassed_model() -> None:
+    model = make_classifier(layers=3).eval()
+    b = batch(seed=0)
+    scores = layer_scores(model, [b], "output_kl")
+    with torch.no_grad():
+        full = torch.log_softmax(model(**b).logits, -1)
+        model.model.layers = torch.nn.ModuleList([model.model.layers[0], model.model.layers[2]])
+        skipped = torch.log_softmax(model(**b).logits, -1)
+    expected = float((full.exp() * (full - skipped)).sum(-1).mean())
+    assert abs(scores[1] - expected) < 1e-5
 
 
 def test_the_last_layer_is_never_chosen() -> None:

@@ -21,7 +21,7 @@ evaluation: {isolated: false, side_by_side: false, throughput_rounds: 1, latency
 baselines: []
 comparisons: []
 stages:
-  - {type: layer_drop, target_layers: 1, mode: one_shot, finetune: {epochs: 0}}
+  - {type: layer_drop, target_layers: 1, mode: one_shot, criterion: output_kl, finetune: {epochs: 0}}
   - {type: prune, attention_heads: 2, kv_heads: 1, ffn: 64, finetune: {epochs: 0}}
   - {type: quantize, mode: ptq}
 """
