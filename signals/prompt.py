@@ -14,7 +14,7 @@ and every score is divided by it and renormalized ("contextual calibration", Zha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class PromptModel:
     tail: tuple[int, ...]
     device: str = "cpu"
     prior: np.ndarray | None = None  # content-free label distribution, divided out of every score
+    _head_past: Any = field(default=None, repr=False)  # key/value cache of `head`, computed on first use
+    _label_weight: Any = field(default=None, repr=False)
 
     @classmethod
     def load(cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None,
@@ -143,18 +145,48 @@ class PromptModel:
         return [[[*self.head, *piece, *self.tail] for piece in split_windows(ids, window, overlap)] for ids in bodies]
 
     def score_ids(self, batch: list[list[int]]) -> np.ndarray:
+        """Label probabilities of prompt-wrapped texts (`encode_chunks` rows): the shared prompt head is run
+        once and its key/value cache reused, and only the label words' logits at each last token are made."""
         import torch
 
+        head = len(self.head)
+        if head and all(len(ids) > head and tuple(ids[:head]) == self.head for ids in batch):
+            bodies, past = [ids[head:] for ids in batch], self._head_cache(len(batch))
+        else:
+            bodies, past, head = batch, None, 0
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        longest = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, ids in enumerate(batch):
+        longest = max(len(ids) for ids in bodies)
+        input_ids = torch.full((len(bodies), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(bodies), head + longest), dtype=torch.long)
+        mask[:, :head] = 1
+        for row, ids in enumerate(bodies):
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        last = torch.tensor([len(ids) - 1 for ids in batch])
+            mask[row, head : head + len(ids)] = 1
+        last = torch.tensor([len(ids) - 1 for ids in bodies], device=self.device)
         with torch.inference_mode():
-            logits = self.module(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            final = logits[torch.arange(len(batch)), last.to(self.device)].float()
-            label_logits = final[:, list(self.label_ids)]
+            hidden = self.module.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                       past_key_values=past, use_cache=past is not None).last_hidden_state
+            final = hidden[torch.arange(len(bodies), device=self.device), last]
+            label_logits = (final @ self._label_rows().T).float()
         return calibrate(torch.softmax(label_logits, dim=-1).cpu().numpy(), self.prior)
+
+    def _label_rows(self) -> Any:
+        """The LM head's rows for the three label words (the rest of the vocabulary is never scored)."""
+        if self._label_weight is None:
+            self._label_weight = self.module.lm_head.weight[list(self.label_ids)].detach()
+        return self._label_weight
+
+    def _head_cache(self, rows: int) -> Any:
+        """A fresh key/value cache of the prompt head for `rows` texts (prefix caching, as vLLM does)."""
+        import copy
+
+        import torch
+
+        if self._head_past is None:
+            ids = torch.tensor([self.head], device=self.device)
+            with torch.inference_mode():
+                self._head_past = self.module.model(input_ids=ids, use_cache=True).past_key_values
+        cache = copy.deepcopy(self._head_past)  # the forward appends to it
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        return cache

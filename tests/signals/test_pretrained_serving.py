@@ -204,6 +204,22 @@ def test_prompt_mode_is_batch_invariant_and_keeps_quoted_control_tokens_as_text(
     np.testing.assert_allclose(together.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_prompt_scores_with_the_cached_head_equal_a_full_forward(causal_dir):
+    """Prefix caching and label-row logits change the cost, not the scores."""
+    import torch
+
+    model = load_backend(causal_dir, WorkerSettings(mode="prompt", prompt_calibrate=False))
+    texts = ["Apple beats estimates and raises guidance", "Intel misses", "Fed holds rates " * 5]
+    rows = [chunks[0] for chunks in model.encode_chunks(texts, overlap=0)]
+    expected = []
+    with torch.inference_mode():
+        for ids in rows:  # one at a time, no padding, no cache, the whole vocabulary
+            logits = model.module(input_ids=torch.tensor([ids])).logits[0, -1, list(model.label_ids)]
+            expected.append(torch.softmax(logits.float(), dim=-1).numpy())
+    np.testing.assert_allclose(model.score_ids(rows), np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(model.score_ids(rows[1:2]), np.stack(expected[1:2]), atol=1e-5)
+
+
 def test_prompt_mode_without_the_chat_template_uses_the_plain_prompt(causal_dir):
     model = load_backend(causal_dir, WorkerSettings(mode="prompt", prompt_chat_template=False))
     assert model.tokenizer.decode(model.head) == PROMPT_HEAD  # no BOS: this tokenizer adds none
