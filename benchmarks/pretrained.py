@@ -412,7 +412,9 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     compress_s = finsignal("compress", "run", "--model", str(tuned), "--data", str(train_path), "--eval",
                            str(test_path), "--out", str(compressed), "--overwrite", *args.compress_args)
     m = measure_artifact(compressed / "w8a8", texts_file, work / "compressed.json", **measure)
-    rows.append({"model": f"SmolLM2 fine-tuned + compressed (int8 W8A8, {depth} layers)",
+    small = json.loads((compressed / "w8a8" / "config.json").read_text())
+    rows.append({"model": f"SmolLM2 fine-tuned + compressed ({small['num_hidden_layers']} layers, MLP "
+                          f"{small['intermediate_size']}, int8 W8A8)",
                  **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s + compress_s})
     summary["compress_s"] = compress_s
     summary["compress_report"] = json.loads((compressed / "report.json").read_text()).get("notes")
