@@ -406,11 +406,17 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({"model": f"SmolLM2 fine-tuned, {depth} layers, {name}",
                      **_scores(labels, np.load(m["probs_path"])), **_cost(m), "train_s": train_s})
 
-    log("compress the fine-tuned model (compress run, default recipe)")
     compressed = work / "compressed"
-    shutil.rmtree(compressed, ignore_errors=True)
-    compress_s = finsignal("compress", "run", "--model", str(tuned), "--data", str(train_path), "--eval",
-                           str(test_path), "--out", str(compressed), "--overwrite", *args.compress_args)
+    if args.compressed:
+        log(f"compressed model reused from {args.compressed} (its own report gives the run's time)")
+        compressed = args.compressed
+        compress_s = reused_compression(compressed, tuned, train_c.sha256, test_c.sha256)
+        summary["compress_reused"] = str(compressed)
+    else:
+        log("compress the fine-tuned model (compress run, default recipe)")
+        shutil.rmtree(compressed, ignore_errors=True)
+        compress_s = finsignal("compress", "run", "--model", str(tuned), "--data", str(train_path), "--eval",
+                               str(test_path), "--out", str(compressed), "--overwrite", *args.compress_args)
     m = measure_artifact(compressed / "w8a8", texts_file, work / "compressed.json", **measure)
     small = json.loads((compressed / "w8a8" / "config.json").read_text())
     rows.append({"model": f"SmolLM2 fine-tuned + compressed ({small['num_hidden_layers']} layers, MLP "
@@ -468,6 +474,19 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def reused_compression(compressed: Path, tuned: Path, train_sha256: str, test_sha256: str) -> float:
+    """The seconds a reused `compress run` took, after checking it compressed `tuned` on this run's data."""
+    manifest = json.loads((compressed / "manifest.json").read_text())
+    lineage = manifest["lineage"]
+    source = json.loads((tuned / "finsignal.json").read_text()).get("content_hash") \
+        if (tuned / "finsignal.json").is_file() else None
+    if (lineage["train_sha256"], lineage["eval_sha256"]) != (train_sha256, test_sha256):
+        raise SystemExit(f"{compressed} was compressed with other data than this run's training and test samples")
+    if Path(lineage["base"]["path"]).resolve() != tuned.resolve() and lineage["base"]["content_hash"] != source:
+        raise SystemExit(f"{compressed} was compressed from {lineage['base']['path']}, not {tuned}")
+    return float(json.loads((compressed / "report.json").read_text())["seconds"])
+
+
 def _cost(m: dict[str, Any]) -> dict[str, Any]:
     return {"disk_mb": m["size_on_disk_bytes"] / 1e6,
             "peak_mem_mb": m["peak_memory_bytes"] / 1e6 if m.get("peak_memory_bytes") else None,
@@ -523,6 +542,10 @@ def render(summary: dict[str, Any]) -> str:
               f"Latency ratio compressed / encoder (side by side): "
               f"{side['compressed int8']['p50_latency_ms'] / side['MiniLM-L6 + LR']['p50_latency_ms']:.2f}.", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in summary["checks"].items()]
+    for key, what in (("finetune_reused", "fine-tuned model"), ("compress_reused", "compressed model")):
+        if summary.get(key):
+            lines.append(f"- The {what} was trained before this run, on the same samples (checked by sha256): "
+                         f"`{summary[key]}`; its training time is its own report's.")
     return "\n".join(lines) + "\n"
 
 
@@ -540,6 +563,7 @@ def parse(argv: list[str] | None = None, quick: bool = False) -> argparse.Namesp
     p.add_argument("--timing-docs", type=int, default=640,
                    help="documents per timed batch-32 pass, spread over all lengths (predictions cover every one)")
     p.add_argument("--finetuned", type=Path, help="reuse this fine-tuned model (trained on the same sample)")
+    p.add_argument("--compressed", type=Path, help="reuse this `compress run` output (of --finetuned, same data)")
     p.add_argument("--finetune-args", nargs="*", default=[], help="extra `compress train --base` options")
     p.add_argument("--compress-args", nargs="*", default=[], help="extra `compress run` options")
     p.add_argument("--no-copy", action="store_true", help="do not write benchmarks/results/pretrained.*")

@@ -160,7 +160,7 @@ def prepare(
                                   _build([one_shot], recipe, ["layer_drop_one_shot"]), "baseline",
                                   rows=["layer_drop_one_shot"]))
     first_drop = next((s for s in recipe.stages if s.type == "layer_drop"), None)
-    if first_drop is not None and first_drop.mode == "successive" and one_shot is not None:
+    if recipe.compare_one_shot and first_drop is not None and first_drop.mode == "successive" and one_shot is not None:
         # like-for-like: same target, same criterion; its fine-tune budget is set after the successive
         # stage ran (see `_match_successive_budget`)
         spec = one_shot.model_copy(update={"finetune": None, "name": "layer_drop_one_shot_ft"})

@@ -264,6 +264,8 @@ class Recipe(_Spec):
         default_factory=lambda: list(BASELINES)
     )
     keep_stage_checkpoints: bool = Field(default=True, description="keep every row's artifact under stages/")
+    compare_one_shot: bool = Field(default=True, description="when the main chain drops layers successively, "
+                                   "add a one-shot drop with the same fine-tune budget as a comparison row")
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -335,6 +337,7 @@ def pretrained_recipe(full: bool = False) -> Recipe:
         ],
         comparisons=comparisons,
         baselines=["dense_fp32", "dense_bf16", "int8_ptq"],
+        compare_one_shot=full,  # another two epochs and a row: ~13 minutes on 2 cores for SmolLM2
     )
 
 
