@@ -113,10 +113,10 @@ def test_builtin_pretrained_recipe_and_default_choice(tmp_path: Path) -> None:
     from compressor.recipe import load_recipe
 
     recipe = load_recipe("pretrained")
-    assert [s.type for s in recipe.stages] == ["layer_drop", "prune", "quantize"]
-    drop, prune, quantize = recipe.stages
-    assert (drop.criterion, drop.mode, resolve_count(drop.target_layers, 12)) == ("output_kl", "successive", 8)
-    assert resolve_count(prune.ffn, 1536) == 768 and quantize.mode == "qat" and quantize.embeddings
+    assert [s.type for s in recipe.stages] == ["layer_drop", "quantize"]
+    drop, quantize = recipe.stages
+    assert (drop.criterion, drop.mode, resolve_count(drop.target_layers, 12)) == ("output_kl", "successive", 6)
+    assert quantize.mode == "qat" and quantize.embeddings
     assert not recipe.compare_one_shot and load_recipe("pretrained-full").compare_one_shot
     assert recipe.comparisons == [] and "int8_ptq" in recipe.baselines
     assert [c.name for c in load_recipe("pretrained-full").comparisons] == [
