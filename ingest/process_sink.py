@@ -6,18 +6,20 @@ source runs at well under a bare producer's rate. Here the sink's thread hands a
 records to a child process (spawned, not forked: no inherited locks or sockets) in batches over a
 pipe, and the child's producer (`ingest.kafka.make_producer`: idempotent, acks=all) sends them.
 
-Protocol, both ways pickled lists so one pipe message carries many records:
+Protocol, both ways pickled so one pipe message carries many records:
 
-- parent -> child: `[(seq, topic, key, value, headers, want_metadata), ...]`, or a control tuple
-  `("flush", token, timeout_s)` / `("close", None, timeout_s)`.
-- child -> parent: settled records in the order kafka-python settled them: `seq` (acknowledged),
-  `(seq, "ok", metadata)` (acknowledged, the caller wants the metadata), `(seq, "send" | "delivery",
-  exception)` (failed), and controls `(None, "ready" | "fatal" | "flushed" | "closed", detail)`.
+- parent -> child: `(first_seq, [(topic, key, value) | (topic, key, value, headers, want_metadata), ...])`,
+  the records numbered consecutively from `first_seq`, or a control tuple `("flush", token, timeout_s)` /
+  `("close", None, timeout_s)`.
+- child -> parent: a list of settled records: `seq` (acknowledged), `(seq, "ok", metadata)` (acknowledged,
+  the caller wants the metadata), `(seq, "send" | "delivery", exception)` (failed), and controls
+  `(None, "ready" | "fatal" | "flushed" | "closed", detail)`. Each partition's records come back in the
+  order they were sent; a control comes after every record settled before it was handled.
 
 The contract is `KafkaSink`'s: the same bounded queue, and bytes count against `max_in_flight_bytes`
 from the moment they are handed to the child until the parent has read their acknowledgement, so
 the records in the pipe and in the child's accumulator are inside the bound. Ack futures, metrics
-and delivery errors are settled in the parent, after the broker acknowledged, in kafka-python's
+and delivery errors are settled in the parent, after the broker acknowledged, in each partition's
 order. The child dying (killed, out of memory) closes its end of the pipe: the parent fails every
 unacknowledged record and every later `publish` with `ProducerProcessDied`, never waits on it.
 """
@@ -50,7 +52,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 _DUMP = pickle.HIGHEST_PROTOCOL
-_ACK_LINGER_S = 0.001
+_ACK_INTERVAL_S = 0.002  # how often an idle child looks for settled records while some are in flight
+_SETTLE_EVERY = 256  # and a busy one, in records sent
 _LIVE: weakref.WeakSet[ProcessKafkaSink] = weakref.WeakSet()  # started and not closed, for `_reap_at_exit`
 
 
@@ -80,7 +83,7 @@ class ProcessKafkaSink(KafkaSink):
         self._results: Connection | None = None  # child -> parent; read only by the reader thread
         self._reader: threading.Thread | None = None
         self._pending: dict[int, _Job] = {}  # handed to the child, not yet settled; insertion = send order
-        self._seq = itertools.count()
+        self._next_seq = 0  # records are numbered in the order written, so a message carries only the first
         self._tokens = itertools.count()
         self._controls: dict[int, list[Any]] = {}  # token -> [Event, error or None]
         self._closed_by_request = threading.Event()
@@ -138,18 +141,17 @@ class ProcessKafkaSink(KafkaSink):
         if self.failure is not None:
             self._fail_jobs(batch, self.failure)
             return
-        wire: list[tuple] = []
+        first, wire = self._next_seq, []
         written: list[_Job] = []
         if self._try_credit(sum(job.size for job in batch)):  # the usual case: the whole batch fits
-            for job in batch:
-                wire.append(self._register(job))
+            wire = [self._register(job) for job in batch]
             written = batch
         else:
             for i, job in enumerate(batch):
                 if not self._try_credit(job.size, idle_ok=True):
                     if wire:  # let the child work on what is in hand while we wait for acknowledgements
-                        self._write(wire)
-                        wire = []
+                        self._write((first, wire))
+                        first, wire = self._next_seq, []
                     try:
                         self._take_credit(job.size)
                     except _Abandoned:
@@ -162,7 +164,7 @@ class ProcessKafkaSink(KafkaSink):
                 wire.append(self._register(job))
                 written.append(job)
         if wire:
-            self._write(wire)
+            self._write((first, wire))
         if self.failure is not None:
             return
         counts: dict[str, int] = {}
@@ -174,9 +176,14 @@ class ProcessKafkaSink(KafkaSink):
                 MESSAGES.labels(self.source, kind).inc(n)
 
     def _register(self, job: _Job) -> tuple:
-        seq = next(self._seq)
+        """Number the record (the child numbers a message's records from its first) and take its bytes off the job."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
         self._pending[seq] = job
-        record = (seq, job.topic, job.key, job.value, job.headers, job.ack is not None)
+        if job.headers is None and job.ack is None:  # the common case: three fields to pickle, not five
+            record: tuple = (job.topic, job.key, job.value)
+        else:
+            record = (job.topic, job.key, job.value, job.headers, job.ack is not None)
         job.key = job.value = job.headers = None  # the child holds them now; the job keeps its size and future
         return record
 
@@ -408,74 +415,169 @@ def _child_main(factory: Callable[[], KafkaProducer], requests: Connection, resu
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from finsignal.log import configure_logging
-    from kafka.errors import KafkaTimeoutError
 
     configure_logging(log_level)
-    outbox: deque = deque()
-    wake = threading.Event()
-    shipper = threading.Thread(target=_ship, args=(outbox, wake, results), name="kafka-acks", daemon=True)
-    shipper.start()
-
-    def post(item: object) -> None:
-        outbox.append(item)
-        if not wake.is_set():
-            wake.set()
-
     try:
         producer = factory()
     except Exception as exc:  # noqa: BLE001 - bootstrap failed: the parent raises it from start()
-        post((None, "fatal", _portable(exc)))
-        shipper.join(10)
+        _reply(results, [(None, "fatal", _portable(exc))])
         return
-    post((None, "ready", None))
+    _reply(results, [(None, "ready", None)])
+    _Child(producer, results).serve(requests)
 
-    def settled(seq: int, result: Any) -> None:  # kafka-python's I/O thread
-        if isinstance(result, BaseException):
-            post((seq, "delivery", _portable(result)))
-        else:
-            post(seq)
 
-    def settled_metadata(seq: int, result: Any) -> None:
-        if isinstance(result, BaseException):
-            post((seq, "delivery", _portable(result)))
-        else:
-            post((seq, "ok", result))
+def _reply(results: Connection, items: list) -> bool:
+    """Send one message to the parent; False once it is gone."""
+    try:
+        results.send_bytes(pickle.dumps(items, _DUMP))
+        return True
+    except (OSError, ValueError):
+        return False
 
-    send = producer.send
-    while True:
-        try:
-            message = pickle.loads(requests.recv_bytes())
-        except (EOFError, OSError):  # the parent is gone: deliver what we hold if we can, then go
-            with contextlib.suppress(Exception):
-                producer.close(5)
-            return
-        if message.__class__ is list:
-            for seq, topic, key, value, headers, want_metadata in message:
-                while True:
-                    try:
-                        future = send(topic, key=key, value=value, headers=headers)
-                    except KafkaTimeoutError as exc:  # metadata not there after max_block_ms: keep trying
-                        log.warning("kafka.send_blocked", error=str(exc))
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - e.g. record too large: the parent reports it
-                        post((seq, "send", _portable(exc)))
-                        break
-                    future.add_both(settled_metadata if want_metadata else settled, seq)
-                    break
-            continue
-        op, token, timeout_s = message
-        if op == "flush":
-            error = None
+
+class _Child:
+    """The child's main thread: hands records to kafka-python and reports them back once settled.
+
+    No callback and no thread hop per record (in kafka-python a callback costs two lock round trips
+    and a partial to register, and a call from its I/O thread to run): the futures are kept in send
+    order, one queue per partition, and collected from each queue's head between pipe messages, every
+    `_SETTLE_EVERY` records, and every `_ACK_INTERVAL_S` while idle. A partition's records settle in
+    its order; a partition whose broker stalls holds back only its own acknowledgements.
+    """
+
+    def __init__(self, producer: KafkaProducer, results: Connection) -> None:
+        self.producer = producer
+        self.results = results
+        self.partitions = _KeyPartitions.for_producer(producer)
+        self.unsettled: dict[tuple[str, int] | None, deque[tuple[int, Any, bool]]] = {}
+
+    def serve(self, requests: Connection) -> None:
+        """Until the parent says close or goes away: send, flush, and ship settlements as they come."""
+        while True:
+            if self._waiting() and not requests.poll(_ACK_INTERVAL_S):
+                self._ship()
+                continue
             try:
-                producer.flush(timeout_s)
-            except Exception as exc:  # noqa: BLE001 - e.g. KafkaTimeoutError: the parent's flush raises it
-                error = _portable(exc)
-            post((None, "flushed", (token, error)))
-        elif op == "close":
-            _close(producer, timeout_s)
-            post((None, "closed", (token, None)))
-            shipper.join(30)
-            return
+                message = pickle.loads(requests.recv_bytes())
+            except (EOFError, OSError):  # the parent is gone: deliver what we hold if we can, then go
+                with contextlib.suppress(Exception):
+                    self.producer.close(5)
+                return
+            if message[0].__class__ is int:
+                self._send_all(*message)
+                self._ship()
+                continue
+            op, token, timeout_s = message
+            if op == "flush":
+                error = None
+                try:
+                    self.producer.flush(timeout_s)
+                except Exception as exc:  # noqa: BLE001 - e.g. KafkaTimeoutError: the parent's flush raises it
+                    error = _portable(exc)
+                self._ship([(None, "flushed", (token, error))])
+            elif op == "close":
+                _close(self.producer, timeout_s)
+                self._ship([(None, "closed", (token, None))])
+                return
+
+    def _send_all(self, seq: int, records: list[tuple]) -> None:
+        """Send a batch of records numbered from `seq`, keeping each future in its partition's queue."""
+        if self.partitions is not None:
+            self.partitions.refresh()
+        for i, record in enumerate(records, seq):
+            if len(record) == 3:
+                topic, key, value = record
+                headers, want_metadata = None, False
+            else:
+                topic, key, value, headers, want_metadata = record
+            future, where = self._send(i, topic, key, value, headers)
+            if future is not None:
+                queue = self.unsettled.get(where)
+                if queue is None:
+                    queue = self.unsettled[where] = deque()
+                queue.append((i, future, want_metadata))
+            if i % _SETTLE_EVERY == 0:
+                self._ship()
+
+    def _send(self, seq: int, topic: str, key: bytes | None, value: bytes | None,
+              headers: list[tuple[str, bytes]] | None) -> tuple[Any, tuple[str, int] | None]:
+        """kafka-python's future and the queue it belongs to, or (None, None) once the failure was reported."""
+        from kafka.errors import KafkaTimeoutError
+
+        while True:
+            try:
+                partition = self.partitions(topic, key) if self.partitions is not None and key is not None else None
+                future = self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+            except KafkaTimeoutError as exc:  # metadata not there after max_block_ms: keep trying
+                log.warning("kafka.send_blocked", error=str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. record too large: the parent reports it
+                self._ship([(seq, "send", _portable(exc))])
+                return None, None
+            return future, (topic, partition) if partition is not None else None
+
+    def _waiting(self) -> bool:
+        return any(self.unsettled.values())
+
+    def _ship(self, extra: list | None = None) -> None:
+        """Send the parent every record settled at the head of its queue, then `extra`, in one message."""
+        items: list = []
+        for queue in self.unsettled.values():
+            while queue and queue[0][1].is_done:
+                seq, future, want_metadata = queue.popleft()
+                if future.exception is not None:
+                    items.append((seq, "delivery", _portable(future.exception)))
+                elif want_metadata:
+                    items.append((seq, "ok", future.value))
+                else:
+                    items.append(seq)
+        if extra:
+            items += extra
+        if items:
+            _reply(self.results, items)
+
+
+class _KeyPartitions:
+    """The partition of a keyed record as kafka-python's `DefaultPartitioner` picks it, cached per key.
+
+    kafka-python re-hashes the key (pure-Python murmur2) and re-sorts the partition list on every
+    `send()`; a source publishes a few keys (symbols) many times, so this asks once per key and
+    passes the partition explicitly. The cache is dropped when a topic's partition count changes.
+    """
+
+    _MAX_KEYS = 10_000  # keys that are ids (news, filings) would otherwise grow it without end
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self.cache: dict[tuple[str, bytes], int] = {}
+        self.counts: dict[str, int] = {}  # topic -> partitions when its keys were cached
+
+    @classmethod
+    def for_producer(cls, producer: KafkaProducer) -> _KeyPartitions | None:
+        """A cache for `producer`, or None when it has its own partitioner (its choice may not be a hash)."""
+        from kafka.partitioner import DefaultPartitioner
+
+        return cls(producer) if type(producer.config["partitioner"]) is DefaultPartitioner else None
+
+    def __call__(self, topic: str, key: bytes) -> int:
+        partition = self.cache.get((topic, key))
+        if partition is None:
+            from kafka.partitioner import murmur2
+
+            if len(self.cache) >= self._MAX_KEYS:
+                self.cache.clear()
+            partitions = sorted(self.producer.partitions_for(topic))  # waits for metadata like send() does
+            self.counts[topic] = len(partitions)
+            partition = self.cache[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        return partition
+
+    def refresh(self) -> None:
+        """Forget every key of a topic whose partition count changed since (once per pipe message)."""
+        for topic, count in self.counts.items():
+            if len(self.producer.partitions_for(topic)) != count:
+                self.cache.clear()
+                self.counts.clear()
+                return
 
 
 def _close(producer: KafkaProducer, timeout_s: float) -> None:
@@ -488,21 +590,3 @@ def _close(producer: KafkaProducer, timeout_s: float) -> None:
         sender = getattr(producer, "_sender", None)  # close() raises from its flush before its own force-close
         if sender is not None:
             sender.force_close()
-
-
-def _ship(outbox: deque, wake: threading.Event, results: Connection) -> None:
-    """The child's shipper thread: send settled records back in batches, in order, until "closed" went out."""
-    while True:
-        wake.wait()
-        time.sleep(_ACK_LINGER_S)  # acknowledgements come per partition batch: let a few gather
-        wake.clear()  # before draining: an item posted after this sets it again
-        items = [outbox.popleft() for _ in range(len(outbox))]
-        if not items:
-            continue
-        try:
-            results.send_bytes(pickle.dumps(items, _DUMP))
-        except (OSError, ValueError):  # the parent is gone
-            return
-        last = items[-1]
-        if last.__class__ is tuple and last[0] is None and last[1] in ("closed", "fatal"):
-            return

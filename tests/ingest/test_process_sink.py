@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 import os
+import pickle
 import signal
 import time
+from multiprocessing.connection import Connection
 
 import pytest
 from kafka.errors import MessageSizeTooLargeError
+from kafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import REGISTRY
 
 from ingest.kafka import DEADLETTER_REASON, DeadLetter, ensure_topics, make_producer
-from ingest.process_sink import ProcessKafkaSink, ProducerProcessDied
+from ingest.process_sink import ProcessKafkaSink, ProducerProcessDied, _Child, _KeyPartitions
 from ingest.runner import IngestSettings, _until_sink_fails, make_sink
 from ingest.settings import KafkaSettings, TopicSettings
 from ingest.sink import KafkaSink
@@ -221,3 +225,133 @@ def test_an_interpreter_that_never_closed_its_sink_still_exits_and_the_child_del
                           capture_output=True, timeout=60, cwd=os.getcwd())
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert [r.value for r in read_topic(kafka_settings, topics.news, 1)] == [b"left behind"]
+
+
+def test_keyed_records_land_on_the_partition_kafka_pythons_default_partitioner_picks(kafka_settings, topics):
+    ensure_topics(kafka_settings, topics.all())
+    keys = [b"key-%d" % i for i in range(40)]  # enough keys to reach every one of the 3 partitions
+
+    async def scenario() -> None:
+        async with process_sink(kafka_settings, topics) as sink:
+            for key in keys:
+                await sink.publish(topics.trade, key, key)
+            await sink.flush()
+
+    asyncio.run(scenario())
+    records = read_topic(kafka_settings, topics.trade, len(keys))
+    assert {r.partition for r in records} == {0, 1, 2}
+    for record in records:
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 3
+
+
+# -- the child's parts, with hand-written stubs (no broker, no process) ----------------------------------------
+
+
+class StubFuture:
+    """What `_Child` reads of kafka-python's FutureRecordMetadata."""
+
+    def __init__(self) -> None:
+        self.is_done, self.exception, self.value = False, None, None
+
+    def succeed(self, value: object = None) -> None:
+        self.is_done, self.value = True, value
+
+    def fail(self, exc: BaseException) -> None:
+        self.is_done, self.exception = True, exc
+
+
+class StubProducer:
+    """A producer whose sends stay pending until the test settles their futures."""
+
+    def __init__(self, partitions: int = 3) -> None:
+        self.config = {"partitioner": DefaultPartitioner()}
+        self.partition_count = partitions
+        self.sent: list[tuple[str, bytes | None, int | None, StubFuture]] = []
+        self.metadata_asks = 0
+
+    def partitions_for(self, topic: str) -> set[int]:
+        self.metadata_asks += 1
+        return set(range(self.partition_count))
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None,
+             headers: list | None = None, partition: int | None = None) -> StubFuture:
+        future = StubFuture()
+        self.sent.append((topic, key, partition, future))
+        return future
+
+
+def shipped(results: Connection) -> list:
+    items: list = []
+    while results.poll(0):
+        items += pickle.loads(results.recv_bytes())
+    return items
+
+
+def test_the_child_reports_each_partitions_records_in_order_and_a_stalled_one_holds_back_only_its_own():
+    # Arrange: a, b, c go to two partitions (keys chosen by their hash), sent as records 10, 11, 12
+    results, child_end = multiprocessing.Pipe(duplex=False)
+    producer = StubProducer()
+    child = _Child(producer, child_end)
+    [(_, k1), (_, k2)] = _first_keys_per_partition(2)
+    child._send_all(10, [("t", k1, b"a"), ("t", k2, b"b"), ("t", k1, b"c", None, True)])
+    (_, _, _, a), (_, _, _, b), (_, _, _, c) = producer.sent
+
+    # Act / Assert: c settles before a (same partition): nothing of that partition goes back yet
+    c.succeed("metadata of c")
+    b.fail(MessageSizeTooLargeError("too big"))
+    child._ship()
+    [(seq, what, error)] = shipped(results)
+    assert (seq, what) == (11, "delivery") and isinstance(error, MessageSizeTooLargeError)
+    a.succeed()
+    child._ship()
+    assert shipped(results) == [10, (12, "ok", "metadata of c")]
+    assert not child._waiting()
+
+
+def test_the_child_passes_the_cached_default_partition_and_forgets_it_when_partitions_change():
+    producer = StubProducer(partitions=3)
+    partitions = _KeyPartitions.for_producer(producer)
+    assert partitions is not None
+    keys = [b"BTCUSDT", b"ETHUSDT", b"SOLUSDT", b"k-1", b"k-2"]
+    cluster = StubCluster(3)
+    for key in keys * 3:
+        assert partitions("t", key) == DefaultPartitioner().partition("t", key, key, None, None, cluster)
+    asks = producer.metadata_asks
+    partitions.refresh()
+    assert producer.metadata_asks == asks + 1  # one look per topic per refresh, none per record
+
+    producer.partition_count = cluster.count = 5
+    partitions.refresh()
+    for key in keys:
+        assert partitions("t", key) == DefaultPartitioner().partition("t", key, key, None, None, cluster)
+
+
+def test_the_child_leaves_partitioning_to_a_producer_with_its_own_partitioner():
+    producer = StubProducer()
+    producer.config["partitioner"] = object()
+    assert _KeyPartitions.for_producer(producer) is None
+
+
+class StubCluster:
+    """What DefaultPartitioner reads of kafka-python's ClusterMetadata."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def topics(self) -> set[str]:
+        return {"t"}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.count))
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.count))
+
+
+def _first_keys_per_partition(n: int) -> list[tuple[int, bytes]]:
+    """`n` keys that the default partitioner puts on `n` different partitions of three."""
+    found: dict[int, bytes] = {}
+    for i in range(100):
+        key = b"key-%d" % i
+        found.setdefault((murmur2(key) & 0x7FFFFFFF) % 3, key)
+    return sorted(found.items())[:n]
