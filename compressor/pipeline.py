@@ -548,6 +548,20 @@ def _environment(plan: Plan) -> dict[str, Any]:
     return env
 
 
+def _int8_note() -> str:
+    from compressor.runtime.int8 import INT8_KERNEL
+
+    kernel = {
+        "int_mm": "torch._int_mm (int32 accumulation; VNNI/AMX), per-token int8 activations",
+        "fbgemm": "FBGEMM's AVX2 u8 x s8 kernels (this CPU has no VNNI/AMX), per-token activations on a 7-bit "
+                  "grid, which QAT rows were trained on",
+        "fp32": "an fp32 copy of the int8 grid (no int8 kernel for this CPU): memory counts the copy",
+    }[INT8_KERNEL]
+    return (f"Int8 rows run W8A8 on {kernel}; per-channel symmetric int8 weights. For layers a few hundred "
+            "wide, quantizing activations and rescaling results costs part of what the int8 multiply saves; "
+            "the per-layer kernel timings in benchmarks/compress.py show where it pays.")
+
+
 def _notes(plan: Plan, runner: _Runner) -> list[str]:
     ev = plan.recipe.evaluation
     notes = [
@@ -570,10 +584,7 @@ def _notes(plan: Plan, runner: _Runner) -> list[str]:
         "positions); it runs as dense. No GPU was available to this run: PyTorch's semi-structured 2:4 "
         "kernels were not timed." if not runner_has_cuda() else
         "2:4 sparsity: CPU rows run dense; see the GPU measurement in the manifest.",
-        "Int8 rows run W8A8 on real int8 kernels (torch._int_mm, int32 accumulation): per-channel symmetric "
-        "weights, per-token dynamic activations. For layers a few hundred wide, quantizing activations and "
-        "rescaling results costs about what the int8 multiply saves, so int8 buys memory more than speed there; "
-        "the per-layer kernel timings in benchmarks/compress.py show where it pays.",
+        _int8_note(),
         "Backtest metrics need a recording with prices; none was supplied to this run.",
     ]
     return notes
