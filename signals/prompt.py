@@ -165,10 +165,17 @@ class PromptModel:
         last = torch.tensor([len(ids) - 1 for ids in bodies], device=self.device)
         with torch.inference_mode():
             hidden = self.module.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                       past_key_values=past, use_cache=past is not None).last_hidden_state
+                                       use_cache=past is not None, **self._cache_kwarg(past)).last_hidden_state
             final = hidden[torch.arange(len(bodies), device=self.device), last]
             label_logits = (final @ self._label_rows().T).float()
         return calibrate(torch.softmax(label_logits, dim=-1).cpu().numpy(), self.prior)
+
+    def _cache_kwarg(self, past: Any) -> dict[str, Any]:
+        """transformers 5.x renames `past_key_values` to `cache` (the old name warns, then goes in 5.40)."""
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(self.module.model.forward).parameters else "past_key_values"
+        return {name: past}
 
     def _label_rows(self) -> Any:
         """The LM head's rows for the three label words (the rest of the vocabulary is never scored)."""
