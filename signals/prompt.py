@@ -100,6 +100,7 @@ class PromptModel:
     prior: np.ndarray | None = None  # content-free label distribution, divided out of every score
     _head_past: Any = field(default=None, repr=False)  # key/value cache of `head`, computed on first use
     _label_weight: Any = field(default=None, repr=False)
+    _cache_name: str | None = field(default=None, repr=False)  # the forward's keyword for a key/value cache
 
     @classmethod
     def load(cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None,
@@ -172,10 +173,12 @@ class PromptModel:
 
     def _cache_kwarg(self, past: Any) -> dict[str, Any]:
         """transformers 5.x renames `past_key_values` to `cache` (the old name warns, then goes in 5.40)."""
-        import inspect
+        if self._cache_name is None:  # looked up once, not on every batch
+            import inspect
 
-        name = "cache" if "cache" in inspect.signature(self.module.model.forward).parameters else "past_key_values"
-        return {name: past}
+            params = inspect.signature(self.module.model.forward).parameters
+            self._cache_name = "cache" if "cache" in params else "past_key_values"
+        return {self._cache_name: past}
 
     def _label_rows(self) -> Any:
         """The LM head's rows for the three label words (the rest of the vocabulary is never scored)."""

@@ -63,7 +63,6 @@ def _choose_kernel() -> str:
 
 
 INT8_KERNEL = _choose_kernel()
-INT8_GEMM = INT8_KERNEL == "int_mm"
 
 
 def int8_matmul(q: torch.Tensor, weight_t: torch.Tensor, grid_t: torch.Tensor | None) -> torch.Tensor:
