@@ -95,12 +95,13 @@ class SentimentModel:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA device")
+        from compressor.runtime.forward import LeanLlamaForSequenceClassification
         from compressor.runtime.loader import ArtifactError, artifact_kind, load_classifier
 
         try:
             kind = artifact_kind(directory)
             if kind == "hf":
-                module = LlamaForSequenceClassification.from_pretrained(
+                module = LeanLlamaForSequenceClassification.from_pretrained(
                     directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False,
                     local_files_only=True,
                 )

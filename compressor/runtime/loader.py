@@ -57,13 +57,15 @@ def artifact_kind(directory: str | Path) -> str:
 def _skeleton(directory: Path) -> Any:
     """The model's modules on the meta device, from config.json minus any quantization_config."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaConfig
+
+    from compressor.runtime.forward import LeanLlamaForSequenceClassification
 
     raw = json.loads((directory / "config.json").read_text())
     raw.pop("quantization_config", None)
     config = LlamaConfig.from_dict(raw)
     with torch.device("meta"):
-        model = LlamaForSequenceClassification(config)
+        model = LeanLlamaForSequenceClassification(config)
     return model
 
 
@@ -181,7 +183,8 @@ def _load_kmeans(directory: Path, info: dict[str, Any]) -> Any:
 def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
     """The artifact in `directory` as an eval-mode classifier; `dtype` applies to `hf` artifacts only."""
     import torch
-    from transformers import LlamaForSequenceClassification
+
+    from compressor.runtime.forward import LeanLlamaForSequenceClassification
 
     directory = Path(directory)
     info = runtime_info(directory)
@@ -194,7 +197,7 @@ def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
 
         hf_logging.disable_progress_bar()
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-        model = LlamaForSequenceClassification.from_pretrained(
+        model = LeanLlamaForSequenceClassification.from_pretrained(
             directory, dtype=torch_dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
         )
         model.config.use_cache = False
