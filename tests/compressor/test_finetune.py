@@ -227,3 +227,36 @@ def test_bad_inputs_fail_before_training(base_dir: Path, corpus: tuple[Path, Pat
     with pytest.raises(ValueError, match="criterion"):
         finetune(base_dir, train_path, tmp_path / "d", None, _config(criterion="random"), progress=False)
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_weight_average_tracks_and_swaps_back() -> None:
+    import torch
+    from torch import nn
+
+    from compressor.finetune import _WeightAverage
+
+    model = nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen weights are not averaged
+    start = model.weight.detach().clone()
+    average = _WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update()  # warm-up decay min(0.5, 2/11): the average moves 9/11 of the way
+    torch.testing.assert_close(average.average[0], start + 9 / 11)
+    live = model.weight.detach().clone()
+    average.swap()
+    torch.testing.assert_close(model.weight.detach(), start + 9 / 11)
+    average.swap()
+    torch.testing.assert_close(model.weight.detach(), live)
+    assert len(average.params) == 1
+
+
+def test_weight_average_is_what_validation_judges_and_the_checkpoint_keeps(
+        base_dir: Path, corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train_path, _ = corpus
+    report = finetune(base_dir, train_path, tmp_path / "ema", config=_config(ema_decay=0.9), progress=False)
+    # target depth reached at the last drop (step 2 + 2 * 2 = 6); averaged from step 7 to 14
+    assert report["weight_average"] == {"decay": 0.9, "updates": 8}
+    assert report["history"] and report["best_step"] is not None
+    with pytest.raises(ValueError, match="ema_decay"):
+        _config(ema_decay=1.0).check()
