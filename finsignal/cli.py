@@ -367,6 +367,9 @@ def compress_train(
     patience: Annotated[int, typer.Option(min=1, help="--base: validation checks without improvement")] = 4,
     eval_every: Annotated[int, typer.Option(min=1, help="--base: steps between validation checks")] = 50,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="--base: cap on optimizer steps")] = None,
+    ema_decay: Annotated[Optional[float], typer.Option(
+        min=0, max=0.9999, help="--base: decay of the moving average of the weights at the target depth that "
+                                "validation judges and the checkpoint keeps; 0: off [FinetuneConfig's]")] = None,
     bf16: Annotated[str, typer.Option(help="--base: bf16 autocast: auto, on, off")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads")] = None,
     seed: int = 0,
@@ -389,7 +392,7 @@ def compress_train(
                             "the base model's (use --target-layers for its depth)")
             report = _finetune(base, data, out, eval, epochs, max_length, batch_size, lr, target_layers,
                                drop_every, teacher_layers, teacher_epochs, teacher_criterion, distill_alpha, criterion, freeze_embeddings, label_words, validation_fraction,
-                               patience, eval_every, max_steps, bf16, threads, seed, name)
+                               patience, eval_every, max_steps, bf16, threads, seed, name, ema_decay)
         else:
             report = _train_scratch(data, out, eval, epochs, layers, hidden, heads, kv_heads, vocab, max_length,
                                     batch_size, lr, seed, name)
@@ -426,7 +429,7 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
               teacher_layers: Optional[int], teacher_epochs: Optional[float], teacher_criterion: Optional[str],
               distill_alpha: float, criterion: str, freeze_embeddings: bool, label_words: str, validation_fraction: float,
               patience: int, eval_every: int, max_steps: Optional[int], bf16: str, threads: Optional[int],
-              seed: int, name: Optional[str]) -> dict:
+              seed: int, name: Optional[str], ema_decay: Optional[float] = None) -> dict:
     from compressor.finetune import FinetuneConfig, finetune
 
     words = tuple(w.strip() for w in label_words.split(","))
@@ -443,6 +446,7 @@ def _finetune(base: Path, data: Path, out: Path, eval: Optional[Path], epochs: O
         max_length=max_length, label_words=words, validation_fraction=validation_fraction,  # type: ignore[arg-type]
         eval_every=eval_every, patience=patience, threads=threads, bf16_autocast=bf16, seed=seed,
         name=name or defaults.name,
+        ema_decay=defaults.ema_decay if ema_decay is None else (ema_decay or None),
     )
     return finetune(base, data, out, eval, config)
 
