@@ -73,7 +73,7 @@ class FinetuneConfig:
     # Exponential moving average of the weights at the target depth: validation accuracy of the live weights
     # swings by several points between checks 50 steps apart on a few thousand sentences; the average does
     # not, and it is what validation judges, early stopping watches and the checkpoint keeps. None: off.
-    ema_decay: float | None = None
+    ema_decay: float | None = 0.99
     trim_vocab: bool = True  # keep only the embedding rows the training corpus can reach (compressor/vocab.py)
     vocab_min_count: int = 1  # a corpus token is kept when seen at least this often
     threads: int | None = None  # torch intra-op threads (None: torch's default)
