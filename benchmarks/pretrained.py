@@ -263,17 +263,13 @@ def measure_other(kind: str, path: Path, texts_file: Path, out_file: Path, threa
 
 
 def side_by_side(encoder_dir: Path, head_file: Path, artifacts: dict[str, Path], texts: list[str], threads: int,
-                 rounds: int, latency_samples: int, timing_docs: int | None = None,
-                 compiled: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Encoder and artifacts in one process, alternating: batch-32 documents/s and batch-1 latency.
-
-    `compiled` names artifacts timed a second time through `torch.compile`, beside the encoder compiled too.
-    """
+                 rounds: int, latency_samples: int, timing_docs: int | None = None) -> dict[str, Any]:
+    """Encoder and artifacts in one process, alternating: batch-32 documents/s and batch-1 latency."""
     code = ("import sys, json; sys.path.insert(0, %r); from benchmarks.pretrained import _side_child; "
             "_side_child(json.loads(open(sys.argv[1]).read()))" % str(ROOT))
     spec = {"encoder": str(encoder_dir), "head": str(head_file), "artifacts": {k: str(v) for k, v in artifacts.items()},
             "texts": texts, "threads": threads, "rounds": rounds, "latency_samples": latency_samples,
-            "timing_docs": timing_docs, "compiled": list(compiled)}
+            "timing_docs": timing_docs}
     spec_file = head_file.parent / "side_by_side_spec.json"
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -303,19 +299,10 @@ def _side_child(spec: dict[str, Any]) -> None:
     batches, singles, groups = _encoded(encoder.tokenizer, texts, 32, 128)
     runs["MiniLM-L6 + LR"] = {"forward": encoder.forward, "batches": _timed_subset(groups, batches, limit)[0],
                               "singles": singles}
-    for name in spec.get("compiled", []):  # the encoder compiled too, so the comparison stays like for like
-        if name in spec["artifacts"]:
-            compiled = Encoder(Path(spec["encoder"]), spec["threads"])
-            compiled.head, compiled.model = encoder.head, torch.compile(compiled.model, dynamic=True)
-            runs["MiniLM-L6 + LR (torch.compile)"] = {**runs["MiniLM-L6 + LR"], "forward": compiled.forward}
-            break
-    artifacts = [(name, directory, False) for name, directory in spec["artifacts"].items()]
-    artifacts += [(name, spec["artifacts"][name], True) for name in spec.get("compiled", [])]
-    for name, directory, compile_ in artifacts:
+    for name, directory in spec["artifacts"].items():
         dtype = "bfloat16" if name.endswith("bf16") else "float32"
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = load_classifier(Path(directory), dtype=dtype, compile=compile_)
-        name = f"{name} (torch.compile)" if compile_ else name
+        model = load_classifier(Path(directory), dtype=dtype)
         b, s, g = _encoded(tokenizer, texts, 32, 512)
 
         def forward(batch: dict[str, Any], model: Any = model) -> Any:
@@ -325,8 +312,8 @@ def _side_child(spec: dict[str, Any]) -> None:
     rates: dict[str, list[float]] = {k: [] for k in runs}
     lat: dict[str, list[float]] = {k: [] for k in runs}
     with torch.inference_mode():
-        for run in runs.values():  # warm-up (compiled runs compile here: padded batches, then single documents)
-            for b in [*run["batches"][:3], *run["singles"][-3:]]:
+        for run in runs.values():  # warm-up
+            for b in run["batches"][:3]:
                 run["forward"](b)
         for _ in range(spec["rounds"]):
             for name, run in runs.items():
@@ -480,8 +467,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     log("side by side: encoder, fine-tuned fp32, compressed")
     side = side_by_side(enc_dir, head_file, {"fine-tuned fp32": tuned, "compressed int8": compressed / "w8a8"},
-                        test_c.texts, args.threads, args.rounds, args.latency_samples, args.timing_docs,
-                        compiled=() if args.no_compile else ("compressed int8",))
+                        test_c.texts, args.threads, args.rounds, args.latency_samples, args.timing_docs)
     summary.update(rows=rows, side_by_side=side, seconds=time.perf_counter() - started,
                    load_average_end=os.getloadavg())
     summary["checks"] = checks(rows, side, base_bytes)
@@ -512,19 +498,14 @@ def checks(rows: list[dict[str, Any]], side: dict[str, Any], base_bytes: int) ->
     comp = next(r for r in rows if "compressed" in r["model"])
     tfidf = next(r for r in rows if r["model"].startswith("TF-IDF"))
     enc = next(r for r in rows if r["model"].startswith("all-MiniLM"))
-    out = {
+    return {
         "fine-tuned beats TF-IDF + LR by >= 2 points": tuned["accuracy"] - tfidf["accuracy"] >= 0.02,
         "fine-tuned beats the sentence encoder by >= 2 points": tuned["accuracy"] - enc["accuracy"] >= 0.02,
         "compressed within 1 point of fine-tuned": comp["accuracy"] >= tuned["accuracy"] - 0.01,
         "compressed >= 10x smaller than base fp32 weights": base_bytes / (comp["disk_mb"] * 1e6) >= 10,
-        "compressed p50 latency <= encoder's (side by side, eager PyTorch both)":
+        "compressed p50 latency <= encoder's (side by side)":
             side["compressed int8"]["p50_latency_ms"] <= side["MiniLM-L6 + LR"]["p50_latency_ms"],
     }
-    if "compressed int8 (torch.compile)" in side:
-        out["compressed p50 latency <= encoder's (side by side, torch.compile both)"] = (
-            side["compressed int8 (torch.compile)"]["p50_latency_ms"]
-            <= side["MiniLM-L6 + LR (torch.compile)"]["p50_latency_ms"])
-    return out
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -559,9 +540,7 @@ def render(summary: dict[str, Any]) -> str:
               f"({base_mb / 2:.1f} MB): {base_mb / 2 / comp['disk_mb']:.1f}x; vs the fine-tuned fp32 model: "
               f"{tuned['disk_mb'] / comp['disk_mb']:.1f}x, vs fine-tuned bf16: {bf16['disk_mb'] / comp['disk_mb']:.1f}x. "
               f"Latency ratio compressed / encoder (side by side): "
-              f"{side['compressed int8']['p50_latency_ms'] / side['MiniLM-L6 + LR']['p50_latency_ms']:.2f} eager"
-              + (f", {side['compressed int8 (torch.compile)']['p50_latency_ms'] / side['MiniLM-L6 + LR (torch.compile)']['p50_latency_ms']:.2f} both through torch.compile"
-                 if "compressed int8 (torch.compile)" in side else "") + ".", ""]
+              f"{side['compressed int8']['p50_latency_ms'] / side['MiniLM-L6 + LR']['p50_latency_ms']:.2f}.", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in summary["checks"].items()]
     for key, what in (("finetune_reused", "fine-tuned model"), ("compress_reused", "compressed model")):
         if summary.get(key):
@@ -588,8 +567,6 @@ def parse(argv: list[str] | None = None, quick: bool = False) -> argparse.Namesp
     p.add_argument("--finetune-args", nargs="*", default=[], help="extra `compress train --base` options")
     p.add_argument("--compress-args", nargs="*", default=[], help="extra `compress run` options")
     p.add_argument("--no-copy", action="store_true", help="do not write benchmarks/results/pretrained.*")
-    p.add_argument("--no-compile", action="store_true",
-                   help="skip the side-by-side rows through torch.compile (encoder and compressed model)")
     return p.parse_args(argv)
 
 

@@ -43,7 +43,7 @@ def load_backend(directory: str | Path, settings: WorkerSettings) -> Any:
                                 max_length=settings.max_length, chat=settings.prompt_chat_template,
                                 calibrated=settings.prompt_calibrate)
     return SentimentModel.load(directory, dtype=settings.dtype, threads=settings.threads, device=settings.device,
-                               max_length=settings.max_length, compile=settings.compile)
+                               max_length=settings.max_length)
 
 
 class VllmBackend:

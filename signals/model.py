@@ -76,7 +76,7 @@ class SentimentModel:
     @classmethod
     def load(
         cls, directory: str | Path, *, dtype: str = "float32", threads: int | None = None, device: str = "cpu",
-        max_length: int = DEFAULT_MAX_LENGTH, compile: bool = False,
+        max_length: int = DEFAULT_MAX_LENGTH,
     ) -> SentimentModel:
         """Load and validate a checkpoint directory for scoring on `device` (cpu, cuda, cuda:N).
 
@@ -112,13 +112,6 @@ class SentimentModel:
         except ArtifactError as exc:
             raise ModelLoadError(str(exc)) from exc
         module.to(device).eval()
-        if compile:
-            from compressor.runtime.forward import CompileError
-
-            try:
-                module.compile_lean()
-            except CompileError as exc:
-                raise ModelLoadError(f"{directory}: {exc}") from exc
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False, local_files_only=True)
         if tokenizer.pad_token_id is None:
             raise ModelLoadError(f"{directory}: tokenizer has no pad token")
@@ -129,7 +122,7 @@ class SentimentModel:
         label2col = {label: col for col, label in id2label.items()}
         prefix, suffix = special_tokens_around(tokenizer)
         log.info("model.loaded", path=str(directory), name=info.name, version=info.version, dtype=dtype,
-                 device=device, compiled=compile, max_length=max_length, context=declared, vocab=len(tokenizer))
+                 device=device, max_length=max_length, context=declared, vocab=len(tokenizer))
         return cls(
             module=module,
             tokenizer=tokenizer,

@@ -23,10 +23,6 @@ class WorkerSettings(ComponentSettings):
     backend: Literal["transformers", "vllm"] = "transformers"
     device: str = Field("cpu", description="cpu, cuda or cuda:N (transformers backend)")
     dtype: Literal["float32", "bfloat16"] = "float32"
-    compile: bool = Field(
-        False, description="classifier mode: run the model through torch.compile (needs a C++ compiler; about a "
-                           "minute of compiling at start; ~0.7x the single-document latency on CPU)"
-    )
     mode: Literal["classifier", "prompt"] = Field(
         "classifier", description="a classification head, or label-word log-probabilities of a causal LM"
     )

@@ -11,18 +11,10 @@ once, grouped-query attention inside SDPA, and the final norm and score head at 
 token ids in, logits out) and transformers' own forward for everything else (training, caches, labels,
 other dtypes), so it is a drop-in class for the runtime loader. Its output equals transformers' to float
 rounding on padded and unpadded batches (tests/compressor/test_forward.py).
-
-`compile_lean()` puts the lean path through `torch.compile` (Inductor, dynamic shapes): the per-token
-int8 quantization, norms, rotary embeddings and residuals become a few generated C++ loops around the GEMMs.
-It needs a C++ compiler at run time and compiles on the first call of each kind (unpadded, padded) — a
-minute on 2 cores — so it is opt-in (`load_classifier(..., compile=True)`, the worker's
-`FINSIGNAL_WORKER_COMPILE`).
 """
 
 from __future__ import annotations
 
-import shutil
-from functools import partial
 from typing import Any
 
 import torch
@@ -100,20 +92,8 @@ def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     return model.score(pooled)
 
 
-class CompileError(RuntimeError):
-    """`torch.compile` was asked for where it cannot run."""
-
-
 class LeanLlamaForSequenceClassification(LlamaForSequenceClassification):
     """`LlamaForSequenceClassification` whose inference calls run `classify`; everything else is unchanged."""
-
-    _lean: Any = None  # `classify` bound to this model, compiled by `compile_lean`
-
-    def compile_lean(self) -> None:
-        """Run the lean path through `torch.compile` from now on (compiled lazily, at the first call)."""
-        if self.device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
-            raise CompileError("torch.compile on CPU needs a C++ compiler (c++ or g++ on PATH); none found")
-        self._lean = torch.compile(partial(classify, self), dynamic=True)
 
     def lean_applies(self, input_ids: Any, kwargs: dict[str, Any]) -> bool:
         """Whether this call is plain inference the lean forward computes exactly."""
@@ -124,5 +104,4 @@ class LeanLlamaForSequenceClassification(LlamaForSequenceClassification):
     def forward(self, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
         if not self.lean_applies(input_ids, kwargs):
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        lean = self._lean or partial(classify, self)
-        return SequenceClassifierOutputWithPast(logits=lean(input_ids, attention_mask))
+        return SequenceClassifierOutputWithPast(logits=classify(self, input_ids, attention_mask))

@@ -180,18 +180,8 @@ def _load_kmeans(directory: Path, info: dict[str, Any]) -> Any:
     return _finish(_skeleton(directory), tensors, directory)
 
 
-def load_classifier(directory: str | Path, dtype: str = "float32", compile: bool = False) -> Any:
-    """The artifact in `directory` as an eval-mode classifier; `dtype` applies to `hf` artifacts only.
-
-    `compile`: run inference through `torch.compile` (see `compressor.runtime.forward`).
-    """
-    model = _load(Path(directory), dtype)
-    if compile:
-        model.compile_lean()
-    return model
-
-
-def _load(directory: Path, dtype: str) -> Any:
+def load_classifier(directory: str | Path, dtype: str = "float32") -> Any:
+    """The artifact in `directory` as an eval-mode classifier; `dtype` applies to `hf` artifacts only."""
     import torch
 
     from compressor.runtime.forward import LeanLlamaForSequenceClassification

@@ -94,23 +94,3 @@ def test_training_and_other_calls_take_transformers_path() -> None:
         assert hidden.hidden_states is not None and len(hidden.hidden_states) == 4
     with torch.inference_mode():
         assert lean.to(torch.bfloat16).lean_applies(batch["input_ids"], {}) is False
-
-
-def test_compiled_lean_forward_equals_eager() -> None:
-    """torch.compile (Inductor) of the lean path: the same logits, unpadded and padded."""
-    _, lean = _pair(int8=True)
-    batch = _batch("right")
-    with torch.inference_mode():
-        eager_padded, eager_one = lean(**batch).logits, lean(input_ids=batch["input_ids"][:1]).logits
-        lean.compile_lean()
-        torch.testing.assert_close(lean(**batch).logits, eager_padded, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(lean(input_ids=batch["input_ids"][:1]).logits, eager_one, rtol=1e-4, atol=1e-5)
-
-
-def test_compile_without_a_compiler_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compressor.runtime import forward
-
-    _, lean = _pair(int8=False)
-    monkeypatch.setattr(forward.shutil, "which", lambda name: None)
-    with pytest.raises(forward.CompileError, match="C\\+\\+ compiler"):
-        lean.compile_lean()
