@@ -8,7 +8,8 @@ Each drop makes the remaining steps cheaper, so most of the budget is spent at t
 The score head starts from the LM-head rows of one label word per class (" negative", " neutral",
 " positive" by default), so step 0 is already the instruct model's zero-shot guess rather than noise.
 Embeddings are frozen by default: on a few thousand sentences they would overfit, and frozen they cost no
-optimizer state (a fifth of SmolLM2's weights). Early stopping watches a stratified validation split.
+optimizer state (a fifth of SmolLM2's weights). Early stopping watches a stratified validation split,
+judging an exponential moving average of the weights at the target depth, which is also what is saved.
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ class _WeightAverage:
         import torch
 
         self.updates += 1
-        # the first updates weigh in faster (as in Adam's bias correction), so an early check sees no stale start
+        # the first updates weigh in faster (TensorFlow's ExponentialMovingAverage with num_updates), so an early
+        # check does not judge weights that are mostly the starting point
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         with torch.no_grad():
             torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1 - decay)
