@@ -1,4 +1,4 @@
-"""A lean inference forward for LLaMA sequence classifiers: the same modules, a third fewer operations.
+"""A lean inference forward for LLaMA sequence classifiers: the same modules in fewer operations.
 
 At a sentence's ~30 tokens a small LLaMA's forward on CPU is dominated by per-operation overhead, not by
 arithmetic: transformers' generic decoder (cache plumbing, mask factories, one Python module call per norm
