@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+from transformers.models.llama.modeling_llama import rotate_half
 
 _PASSIVE = {"use_cache": (None, False), "return_dict": (None, True)}  # keywords the lean path honours as given
 
@@ -30,10 +31,7 @@ def _projections(block: nn.Module, fused: str, names: tuple[str, ...], x: torch.
     """The outputs of `names` on x [N, hidden]: one GEMM when the block holds their fused int8 group."""
     group = getattr(block, fused, None)
     if group is not None:
-        y = group._gemm(x)
-        if group.bias is not None:
-            y.add_(group.bias)
-        return y.split(group.sizes, dim=-1)
+        return group.project(x)
     return tuple(getattr(block, n)(x) for n in names)
 
 
@@ -77,8 +75,7 @@ def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
         q, k, v = _projections(attn, "qkv_int8", ("q_proj", "k_proj", "v_proj"), x.view(-1, width))
         qk = torch.cat((q.view(batch, length, heads, head_dim), k.view(batch, length, kv_heads, head_dim)),
                        dim=2).transpose(1, 2)  # rotate queries and keys in one pass
-        half = head_dim // 2
-        qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+        qk = qk * cos + rotate_half(qk) * sin
         v = v.view(batch, length, kv_heads, head_dim).transpose(1, 2)
         out = F.scaled_dot_product_attention(qk[:, :heads], qk[:, heads:], v, attn_mask=mask, is_causal=mask is None,
                                              scale=attn.scaling, enable_gqa=heads != kv_heads)

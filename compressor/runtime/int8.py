@@ -286,13 +286,18 @@ class FusedInt8(_Int8Weights):
         self._outputs: tuple[torch.Tensor, ...] = ()
         self._served = 0
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every projection's output for x [N, in] float32, from one GEMM (uncached)."""
+        y = self._gemm(x)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.split(self.sizes, dim=-1)
+
     def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if self._input is not x:
             lead = x.shape[:-1]
-            y = self._gemm(x.reshape(-1, self.in_features).float())
-            if self.bias is not None:
-                y.add_(self.bias)
-            self._outputs = tuple(part.reshape(*lead, -1).to(x.dtype) for part in y.split(self.sizes, dim=-1))
+            parts = self.project(x.reshape(-1, self.in_features).float())
+            self._outputs = tuple(part.reshape(*lead, -1).to(x.dtype) for part in parts)
             self._input, self._served = x, 0
         out = self._outputs[index]
         self._served += 1
