@@ -5,7 +5,9 @@ arithmetic: transformers' generic decoder (cache plumbing, mask factories, one P
 and projection, rotary embeddings applied to queries and keys apart, every position scored) costs more
 than the int8 GEMMs it wraps. `classify` runs the same weights through fewer, fused operations: fused
 norms (`F.rms_norm`), one GEMM per fused q/k/v and gate/up group, rotary embeddings on queries and keys at
-once, grouped-query attention inside SDPA, and the final norm and score head at the pooled token only.
+once (read as one view of the fused GEMM's output, rotate_half's sign folded into the sine table once per
+call), grouped-query attention inside SDPA. Only the pooled token reaches the score head, so the last
+layer computes its query, attention output and MLP for that token alone, and the final norm and head too.
 
 `LeanLlamaForSequenceClassification` takes that path for inference calls (eval mode, no gradients, fp32,
 token ids in, logits out) and transformers' own forward for everything else (training, caches, labels,
@@ -22,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
-from transformers.models.llama.modeling_llama import rotate_half
 
 _PASSIVE = {"use_cache": (None, False), "return_dict": (None, True)}  # keywords the lean path honours as given
 
@@ -48,6 +49,14 @@ def _mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | No
     return mask | torch.eye(length, dtype=torch.bool, device=attention_mask.device)
 
 
+def _pooled_mask(attention_mask: torch.Tensor | None, last: torch.Tensor, length: int) -> torch.Tensor | None:
+    """SDPA's boolean mask [B, 1, 1, T] for one query per row at its pooled position; None when it sees all."""
+    keys = torch.arange(length, device=last.device) <= last[:, None]
+    if attention_mask is not None:
+        keys &= attention_mask.bool()
+    return None if bool(keys.all()) else keys[:, None, None, :]
+
+
 def _last_tokens(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """Index of each row's pooled token: the rightmost non-padding one, as transformers pools."""
     pad = model.config.pad_token_id
@@ -59,33 +68,83 @@ def _last_tokens(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return (positions * (input_ids != pad).to(torch.int32)).argmax(-1)
 
 
+def _qkv(layer: Any, config: Any, x: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys together [B, H + KV, T, D], not yet rotated, and values [B, KV, T, D] for x [N, width]."""
+    attn, (batch, length) = layer.self_attn, shape
+    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, attn.head_dim
+    group = getattr(attn, "qkv_int8", None)
+    if group is not None:  # one GEMM: queries and keys are adjacent columns of its output, a view away
+        y = group.gemm(x)
+        qk, v = y[:, : (heads + kv_heads) * head_dim], y[:, (heads + kv_heads) * head_dim:]
+    else:
+        qk, v = torch.cat((attn.q_proj(x), attn.k_proj(x)), dim=-1), attn.v_proj(x)
+    return (qk.view(batch, length, heads + kv_heads, head_dim).transpose(1, 2),
+            v.view(batch, length, kv_heads, head_dim).transpose(1, 2))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding: x * cos + rotate_half(x) * sin, with rotate_half's sign folded into `signed_sin`."""
+    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
+
+
+def _mlp(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The layer's post-attention half on hidden states [N, width], residual included."""
+    mlp, norm = layer.mlp, layer.post_attention_layernorm
+    x = F.rms_norm(hidden, (hidden.shape[-1],), norm.weight, norm.variance_epsilon)
+    gate, up = _projections(mlp, "gate_up_int8", ("gate_proj", "up_proj"), x)
+    return hidden + mlp.down_proj(mlp.act_fn(gate).mul_(up))
+
+
+def _sdpa(layer: Any, config: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+          causal: bool) -> torch.Tensor:
+    """Attention output [B * queries, H * D] of rotated queries and keys."""
+    heads = config.num_attention_heads
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=layer.self_attn.scaling,
+                                         enable_gqa=heads != config.num_key_value_heads)
+    return out.transpose(1, 2).reshape(-1, heads * layer.self_attn.head_dim)
+
+
 def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Pooled logits [B, labels] of a `LlamaForSequenceClassification` (inference only)."""
+    """Pooled logits [B, labels] of a `LlamaForSequenceClassification` (inference only).
+
+    Only the pooled token's hidden state reaches the head, so the last layer runs its queries, attention
+    output, MLP and residual for that token alone; keys and values still come from every token.
+    """
     config, body = model.config, model.model
     batch, length = input_ids.shape
-    hidden = body.embed_tokens(input_ids)
+    hidden = body.embed_tokens(input_ids).view(batch * length, -1)
     width = hidden.shape[-1]
     cos, sin = body.rotary_emb(hidden, torch.arange(length, device=input_ids.device).unsqueeze(0))
+    half = cos.shape[-1] // 2
+    sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's sign, applied once
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, head_dim]: broadcast over batch and heads
     mask = _mask(attention_mask, length)
-    for layer in body.layers[: config.num_hidden_layers]:
-        attn = layer.self_attn
-        heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, attn.head_dim
-        x = F.rms_norm(hidden, (width,), layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-        q, k, v = _projections(attn, "qkv_int8", ("q_proj", "k_proj", "v_proj"), x.view(-1, width))
-        qk = torch.cat((q.view(batch, length, heads, head_dim), k.view(batch, length, kv_heads, head_dim)),
-                       dim=2).transpose(1, 2)  # rotate queries and keys in one pass
-        qk = qk * cos + rotate_half(qk) * sin
-        v = v.view(batch, length, kv_heads, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(qk[:, :heads], qk[:, heads:], v, attn_mask=mask, is_causal=mask is None,
-                                             scale=attn.scaling, enable_gqa=heads != kv_heads)
-        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch * length, heads * head_dim)).view_as(hidden)
-        mlp, norm = layer.mlp, layer.post_attention_layernorm
+    layers = body.layers[: config.num_hidden_layers]
+    heads = config.num_attention_heads
+    for layer in layers[:-1]:
+        norm = layer.input_layernorm
         x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
-        gate, up = _projections(mlp, "gate_up_int8", ("gate_proj", "up_proj"), x.view(-1, width))
-        hidden = hidden + mlp.down_proj(mlp.act_fn(gate) * up).view_as(hidden)
-    pooled = hidden[torch.arange(batch, device=hidden.device), _last_tokens(model, input_ids)]
-    pooled = F.rms_norm(pooled, (width,), body.norm.weight, body.norm.variance_epsilon)
+        qk, v = _qkv(layer, config, x, (batch, length))
+        qk = _rotate(qk, cos, sin)  # queries and keys in one pass
+        hidden = hidden + layer.self_attn.o_proj(_sdpa(layer, config, qk[:, :heads], qk[:, heads:], v, mask,
+                                                       mask is None))
+        hidden = _mlp(layer, hidden)
+    last = _last_tokens(model, input_ids)
+    rows = torch.arange(batch, device=hidden.device) * length + last  # pooled tokens in [B * T, width]
+    if layers:
+        layer = layers[-1]
+        norm = layer.input_layernorm
+        x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
+        qk, v = _qkv(layer, config, x, (batch, length))
+        pick = torch.arange(batch, device=hidden.device)
+        q = _rotate(qk[pick, :heads, last], cos[0, 0, last].unsqueeze(1), sin[0, 0, last].unsqueeze(1))  # [B, H, D]
+        k = _rotate(qk[:, heads:], cos, sin)
+        hidden = hidden[rows] + layer.self_attn.o_proj(
+            _sdpa(layer, config, q.unsqueeze(2), k, v, _pooled_mask(attention_mask, last, length), False))
+        hidden = _mlp(layer, hidden)
+    else:
+        hidden = hidden[rows]
+    pooled = F.rms_norm(hidden, (width,), body.norm.weight, body.norm.variance_epsilon)
     return model.score(pooled)
 
 

@@ -286,12 +286,16 @@ class FusedInt8(_Int8Weights):
         self._outputs: tuple[torch.Tensor, ...] = ()
         self._served = 0
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Every projection's output for x [N, in] float32, from one GEMM (uncached)."""
+    def gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """The projections' outputs side by side [N, sum(sizes)] for x [N, in] float32 (uncached)."""
         y = self._gemm(x)
         if self.bias is not None:
             y.add_(self.bias)
-        return y.split(self.sizes, dim=-1)
+        return y
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every projection's output for x [N, in] float32, from one GEMM (uncached)."""
+        return self.gemm(x).split(self.sizes, dim=-1)
 
     def output(self, x: torch.Tensor, index: int) -> torch.Tensor:
         if self._input is not x:

@@ -59,6 +59,16 @@ def test_lean_forward_equals_transformers(int8: bool, padding: str) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("padding", ["right", "left"])
+def test_last_layer_at_the_pooled_token_alone(layers: int, padding: str) -> None:
+    """The last layer runs for the pooled token only; at any depth (the first layer being the last too)."""
+    reference, lean = _pair(int8=True, num_hidden_layers=layers)
+    batch = _batch(padding)
+    with torch.inference_mode():
+        torch.testing.assert_close(lean(**batch).logits, reference(**batch).logits, rtol=1e-4, atol=1e-5)
+
+
 def test_each_document_scores_the_same_alone_and_padded() -> None:
     _, lean = _pair(int8=False)
     batch = _batch("right")
