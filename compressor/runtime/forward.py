@@ -17,6 +17,7 @@ rounding on padded and unpadded batches (tests/compressor/test_forward.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,15 +26,9 @@ from torch import nn
 from transformers import LlamaForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
+from compressor.runtime.int8 import Int8Linear
+
 _PASSIVE = {"use_cache": (None, False), "return_dict": (None, True)}  # keywords the lean path honours as given
-
-
-def _projections(block: nn.Module, fused: str, names: tuple[str, ...], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The outputs of `names` on x [N, hidden]: one GEMM when the block holds their fused int8 group."""
-    group = getattr(block, fused, None)
-    if group is not None:
-        return group.project(x)
-    return tuple(getattr(block, n)(x) for n in names)
 
 
 def _mask(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -68,18 +63,37 @@ def _last_tokens(model: Any, input_ids: torch.Tensor) -> torch.Tensor:
     return (positions * (input_ids != pad).to(torch.int32)).argmax(-1)
 
 
-def _qkv(layer: Any, config: Any, x: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class _Heads:
+    """Attention geometry, read once per call: config attributes cost a microsecond each to look up."""
+
+    heads: int
+    kv_heads: int
+    dim: int
+    scaling: float
+
+    @classmethod
+    def of(cls, config: Any, attn: Any) -> _Heads:
+        return cls(config.num_attention_heads, config.num_key_value_heads, attn.head_dim, attn.scaling)
+
+
+def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x) for x [N, in] float32; an `Int8Linear`'s GEMM is called without its reshaping wrapper."""
+    return module.gemm(x) if isinstance(module, Int8Linear) else module(x)
+
+
+def _qkv(attn: Any, geo: _Heads, x: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Queries and keys together [B, H + KV, T, D], not yet rotated, and values [B, KV, T, D] for x [N, width]."""
-    attn, (batch, length) = layer.self_attn, shape
-    heads, kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, attn.head_dim
+    batch, length = shape
     group = getattr(attn, "qkv_int8", None)
     if group is not None:  # one GEMM: queries and keys are adjacent columns of its output, a view away
         y = group.gemm(x)
-        qk, v = y[:, : (heads + kv_heads) * head_dim], y[:, (heads + kv_heads) * head_dim:]
+        split = (geo.heads + geo.kv_heads) * geo.dim
+        qk, v = y[:, :split], y[:, split:]
     else:
         qk, v = torch.cat((attn.q_proj(x), attn.k_proj(x)), dim=-1), attn.v_proj(x)
-    return (qk.view(batch, length, heads + kv_heads, head_dim).transpose(1, 2),
-            v.view(batch, length, kv_heads, head_dim).transpose(1, 2))
+    return (qk.view(batch, length, geo.heads + geo.kv_heads, geo.dim).transpose(1, 2),
+            v.view(batch, length, geo.kv_heads, geo.dim).transpose(1, 2))
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
@@ -87,21 +101,20 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> tor
     return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
 
 
-def _mlp(layer: Any, hidden: torch.Tensor) -> torch.Tensor:
+def _attend(attn: Any, geo: _Heads, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+            causal: bool) -> torch.Tensor:
+    """The attention block's output projection [B * queries, width] for rotated queries and keys."""
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=geo.scaling,
+                                         enable_gqa=geo.heads != geo.kv_heads)
+    return _linear(attn.o_proj, out.transpose(1, 2).reshape(-1, geo.heads * geo.dim))
+
+
+def _mlp(mlp: Any, norm: Any, hidden: torch.Tensor) -> torch.Tensor:
     """The layer's post-attention half on hidden states [N, width], residual included."""
-    mlp, norm = layer.mlp, layer.post_attention_layernorm
     x = F.rms_norm(hidden, (hidden.shape[-1],), norm.weight, norm.variance_epsilon)
-    gate, up = _projections(mlp, "gate_up_int8", ("gate_proj", "up_proj"), x)
-    return hidden + mlp.down_proj(mlp.act_fn(gate).mul_(up))
-
-
-def _sdpa(layer: Any, config: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-          causal: bool) -> torch.Tensor:
-    """Attention output [B * queries, H * D] of rotated queries and keys."""
-    heads = config.num_attention_heads
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=layer.self_attn.scaling,
-                                         enable_gqa=heads != config.num_key_value_heads)
-    return out.transpose(1, 2).reshape(-1, heads * layer.self_attn.head_dim)
+    group = getattr(mlp, "gate_up_int8", None)
+    gate, up = group.project(x) if group is not None else (mlp.gate_proj(x), mlp.up_proj(x))
+    return hidden + _linear(mlp.down_proj, mlp.act_fn(gate).mul_(up))
 
 
 def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,31 +132,27 @@ def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's sign, applied once
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, head_dim]: broadcast over batch and heads
     mask = _mask(attention_mask, length)
-    layers = body.layers[: config.num_hidden_layers]
-    heads = config.num_attention_heads
-    for layer in layers[:-1]:
-        norm = layer.input_layernorm
-        x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
-        qk, v = _qkv(layer, config, x, (batch, length))
-        qk = _rotate(qk, cos, sin)  # queries and keys in one pass
-        hidden = hidden + layer.self_attn.o_proj(_sdpa(layer, config, qk[:, :heads], qk[:, heads:], v, mask,
-                                                       mask is None))
-        hidden = _mlp(layer, hidden)
+    layers = list(body.layers[: config.num_hidden_layers])
     last = _last_tokens(model, input_ids)
     rows = torch.arange(batch, device=hidden.device) * length + last  # pooled tokens in [B * T, width]
-    if layers:
-        layer = layers[-1]
-        norm = layer.input_layernorm
-        x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
-        qk, v = _qkv(layer, config, x, (batch, length))
-        pick = torch.arange(batch, device=hidden.device)
-        q = _rotate(qk[pick, :heads, last], cos[0, 0, last].unsqueeze(1), sin[0, 0, last].unsqueeze(1))  # [B, H, D]
-        k = _rotate(qk[:, heads:], cos, sin)
-        hidden = hidden[rows] + layer.self_attn.o_proj(
-            _sdpa(layer, config, q.unsqueeze(2), k, v, _pooled_mask(attention_mask, last, length), False))
-        hidden = _mlp(layer, hidden)
-    else:
+    if not layers:
         hidden = hidden[rows]
+    else:
+        geo = _Heads.of(config, layers[0].self_attn)
+    for i, layer in enumerate(layers):
+        attn, norm = layer.self_attn, layer.input_layernorm
+        x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
+        qk, v = _qkv(attn, geo, x, (batch, length))
+        if i < len(layers) - 1:
+            qk = _rotate(qk, cos, sin)  # queries and keys in one pass
+            hidden = hidden + _attend(attn, geo, qk[:, : geo.heads], qk[:, geo.heads:], v, mask, mask is None)
+        else:  # the last layer: one query per row, at its pooled token
+            pick = torch.arange(batch, device=hidden.device)
+            q = _rotate(qk[pick, : geo.heads, last], cos[0, 0, last].unsqueeze(1), sin[0, 0, last].unsqueeze(1))
+            k = _rotate(qk[:, geo.heads:], cos, sin)
+            hidden = hidden[rows] + _attend(attn, geo, q.unsqueeze(2), k, v, _pooled_mask(attention_mask, last, length),
+                                            False)
+        hidden = _mlp(layer.mlp, layer.post_attention_layernorm, hidden)
     pooled = F.rms_norm(hidden, (width,), body.norm.weight, body.norm.variance_epsilon)
     return model.score(pooled)
 

@@ -211,12 +211,16 @@ class Int8Linear(_Int8Weights):
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_per_channel(self.qweight, self.scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        y = self._gemm(x.reshape(-1, self.in_features).float())
+    def gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """y [N, out] float32 for x [N, in] float32, bias included: the forward without reshaping or casting."""
+        y = self._gemm(x)
         if self.bias is not None:
             y.add_(self.bias)
-        return y.reshape(*lead, self.out_features).to(x.dtype)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return self.gemm(x.reshape(-1, self.in_features).float()).reshape(*lead, self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, W8A8 int8 ({INT8_KERNEL})"

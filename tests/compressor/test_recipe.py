@@ -115,7 +115,7 @@ def test_builtin_pretrained_recipe_and_default_choice(tmp_path: Path) -> None:
     recipe = load_recipe("pretrained")
     assert [s.type for s in recipe.stages] == ["layer_drop", "quantize"]
     drop, quantize = recipe.stages
-    assert (drop.criterion, drop.mode, resolve_count(drop.target_layers, 12)) == ("output_kl", "successive", 8)
+    assert (drop.criterion, drop.mode, resolve_count(drop.target_layers, 12)) == ("output_kl", "successive", 7)
     assert quantize.mode == "qat" and quantize.embeddings
     assert not recipe.compare_one_shot and load_recipe("pretrained-full").compare_one_shot
     assert recipe.comparisons == [] and "int8_ptq" in recipe.baselines
