@@ -315,7 +315,8 @@ def pretrained_recipe(full: bool = False) -> Recipe:
     one epoch of recovery between drops) to 60% of the depth, then int8 weights and embedding rows,
     per-token int8 activations and one epoch of QAT at a pretrained model's learning rate. Measured on
     12-layer SmolLM2 classifiers (twitter test set): from a dense 0.8137, 8 layers int8 scored 0.8154 at
-    1.01-1.04x a MiniLM encoder's batch-1 latency and 7 layers int8 (the default) 0.8043 at 0.88-0.92x; from
+    1.01x a MiniLM encoder's batch-1 latency side by side and 7 layers int8 (the default) 0.8043 at 0.86x
+    (benchmarks/results/pretrained.md); from
     a dense 0.8031, 6 layers lost 3.7 points (0.7661) and 8 layers with the MLP halved 1.4 (0.7890).
     `full` adds the 2:4, low-rank and k-means comparison rows (each another fine-tune or measurement: hours
     on 2 CPU cores for a 135M model, so they are off by default) and the one-shot layer-drop comparison.

@@ -133,26 +133,25 @@ def classify(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, T, head_dim]: broadcast over batch and heads
     mask = _mask(attention_mask, length)
     layers = list(body.layers[: config.num_hidden_layers])
-    last = _last_tokens(model, input_ids)
-    rows = torch.arange(batch, device=hidden.device) * length + last  # pooled tokens in [B * T, width]
+    pick, last = torch.arange(batch, device=hidden.device), _last_tokens(model, input_ids)
+    rows = pick * length + last  # pooled tokens in [B * T, width]
     if not layers:
         hidden = hidden[rows]
     else:
         geo = _Heads.of(config, layers[0].self_attn)
-    for i, layer in enumerate(layers):
-        attn, norm = layer.self_attn, layer.input_layernorm
-        x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
-        qk, v = _qkv(attn, geo, x, (batch, length))
-        if i < len(layers) - 1:
-            qk = _rotate(qk, cos, sin)  # queries and keys in one pass
-            hidden = hidden + _attend(attn, geo, qk[:, : geo.heads], qk[:, geo.heads:], v, mask, mask is None)
-        else:  # the last layer: one query per row, at its pooled token
-            pick = torch.arange(batch, device=hidden.device)
-            q = _rotate(qk[pick, : geo.heads, last], cos[0, 0, last].unsqueeze(1), sin[0, 0, last].unsqueeze(1))
-            k = _rotate(qk[:, geo.heads:], cos, sin)
-            hidden = hidden[rows] + _attend(attn, geo, q.unsqueeze(2), k, v, _pooled_mask(attention_mask, last, length),
-                                            False)
-        hidden = _mlp(layer.mlp, layer.post_attention_layernorm, hidden)
+        for i, layer in enumerate(layers):
+            attn, norm = layer.self_attn, layer.input_layernorm
+            x = F.rms_norm(hidden, (width,), norm.weight, norm.variance_epsilon)
+            qk, v = _qkv(attn, geo, x, (batch, length))
+            if i < len(layers) - 1:
+                qk = _rotate(qk, cos, sin)  # queries and keys in one pass
+                hidden = hidden + _attend(attn, geo, qk[:, : geo.heads], qk[:, geo.heads:], v, mask, mask is None)
+            else:  # the last layer: one query per row, at its pooled token
+                q = _rotate(qk[pick, : geo.heads, last], cos[0, 0, last].unsqueeze(1), sin[0, 0, last].unsqueeze(1))
+                k = _rotate(qk[:, geo.heads:], cos, sin)
+                keys = _pooled_mask(attention_mask, last, length)
+                hidden = hidden[rows] + _attend(attn, geo, q.unsqueeze(2), k, v, keys, False)
+            hidden = _mlp(layer.mlp, layer.post_attention_layernorm, hidden)
     pooled = F.rms_norm(hidden, (width,), body.norm.weight, body.norm.variance_epsilon)
     return model.score(pooled)
 

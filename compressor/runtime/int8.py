@@ -155,6 +155,7 @@ class _Int8Weights(nn.Module):
 
     qweight_t: torch.Tensor
     scale: torch.Tensor
+    bias: torch.Tensor | None
 
     def _prepare_kernel(self) -> None:
         """Build what `INT8_KERNEL` multiplies: nothing, an fp32 copy of the grid, or FBGEMM's packed copy.
@@ -172,6 +173,14 @@ class _Int8Weights(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         if self.packed is not None or self.grid_t is not None:
             self._prepare_kernel()  # new weights: the kernel's copy must follow them
+
+    def gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """y [N, out] float32 for x [N, in] float32, bias included (a fused group's outputs side by side):
+        the forward without reshaping, casting or caching."""
+        y = self._gemm(x)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y
 
     def _gemm(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, in] float32 -> [M, out] float32, scales applied, no bias."""
@@ -210,13 +219,6 @@ class Int8Linear(_Int8Weights):
 
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_per_channel(self.qweight, self.scale)
-
-    def gemm(self, x: torch.Tensor) -> torch.Tensor:
-        """y [N, out] float32 for x [N, in] float32, bias included: the forward without reshaping or casting."""
-        y = self._gemm(x)
-        if self.bias is not None:
-            y.add_(self.bias)
-        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -289,13 +291,6 @@ class FusedInt8(_Int8Weights):
         self._input: torch.Tensor | None = None
         self._outputs: tuple[torch.Tensor, ...] = ()
         self._served = 0
-
-    def gemm(self, x: torch.Tensor) -> torch.Tensor:
-        """The projections' outputs side by side [N, sum(sizes)] for x [N, in] float32 (uncached)."""
-        y = self._gemm(x)
-        if self.bias is not None:
-            y.add_(self.bias)
-        return y
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Every projection's output for x [N, in] float32, from one GEMM (uncached)."""
